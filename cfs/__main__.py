@@ -1,0 +1,7 @@
+"""``python -m cfs`` is the ``cfs`` command."""
+
+import sys
+
+from cfs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Accuracy matrix, metrics derived from it, Avalanche-style names, result files and plots."""

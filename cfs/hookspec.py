@@ -1,0 +1,194 @@
+"""Every cfs hook, declared once.
+
+Hooks come in four families:
+
+* **Registration** (``cfs_add_*``): called once when the plugin manager starts; a plugin adds
+  named things to a :class:`cfs.registry.Registry`.
+* **Lifecycle** (``cfs_before_*`` / ``cfs_after_*``): called at fixed points of the training
+  and evaluation loops with the run's :class:`cfs.engine.state.RunState`; they may mutate the
+  state (for example replace ``state.batch`` or ``state.train_data``) and return nothing.
+* **Loss** (``cfs_loss``): every implementation may return an extra loss term; the engine sums
+  them with the base loss, which is how ``--strategy a+b`` composes regularizers.
+* **Replacement** (``firstresult=True``): the first non-``None`` answer replaces the engine's
+  default behaviour (a training-free method replaces the training of an experience; a
+  prototype classifier replaces prediction).
+
+Only the strategies of the current run are registered while it runs, so per-run hooks see
+exactly the composed strategies (and any plugin that explicitly joins every run).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from cfs.engine.state import RunState
+    from cfs.registry import Registry
+
+hookspec = pluggy.HookspecMarker("cfs")
+
+
+# --------------------------------------------------------------------------- registration
+
+
+@hookspec
+def cfs_add_strategies(registry: "Registry") -> None:
+    """Register strategy classes: ``registry.add(MyStrategy)``.
+
+    Called once at start-up. A strategy class has a unique ``name`` (the ``--strategy`` value)
+    and a ``compatibility`` set (``"class-incremental"``, ``"fscil"``, ``"episodic"``); see
+    :class:`cfs.strategy.Strategy`.
+    """
+
+
+@hookspec
+def cfs_add_scenarios(registry: "Registry") -> None:
+    """Register scenario factories (``--scenario`` names); see :mod:`cfs.scenarios`."""
+
+
+@hookspec
+def cfs_add_backbones(registry: "Registry") -> None:
+    """Register backbone factories (``--backbone`` names); see :mod:`cfs.models.backbones`."""
+
+
+# --------------------------------------------------------------------------- run level
+
+
+@hookspec
+def cfs_before_run(state: "RunState") -> None:
+    """After the model, stream and strategies exist, before the first experience."""
+
+
+@hookspec
+def cfs_after_run(state: "RunState") -> None:
+    """After the last experience has been trained and evaluated."""
+
+
+# --------------------------------------------------------------------------- experience level
+
+
+@hookspec
+def cfs_before_training_exp(state: "RunState") -> None:
+    """Before an experience is trained: ``state.experience`` is set, the head has already grown
+    to cover its classes and ``state.train_data`` holds its training data (a strategy may
+    replace it, as ``joint`` does). The optimizer is built after this hook."""
+
+
+@hookspec(firstresult=True)
+def cfs_train_experience(state: "RunState") -> Any:
+    """Replace the whole training of one experience (epochs and batches).
+
+    Return anything but ``None`` to skip the engine's epoch loop, as training-free methods do.
+    """
+
+
+@hookspec
+def cfs_after_training_exp(state: "RunState") -> None:
+    """After the epochs of an experience, before it is evaluated (update memories, take
+    snapshots of the model, compute prototypes)."""
+
+
+# --------------------------------------------------------------------------- epoch / batch
+
+
+@hookspec
+def cfs_before_epoch(state: "RunState") -> None:
+    """At the start of every training epoch (``state.epoch`` is 0-based)."""
+
+
+@hookspec
+def cfs_after_epoch(state: "RunState") -> None:
+    """At the end of every training epoch, after the LR scheduler has stepped."""
+
+
+@hookspec
+def cfs_before_batch(state: "RunState") -> None:
+    """``state.batch`` holds ``(x, y)`` of the current experience, already augmented and
+    normalised, on the run's device. A strategy may append replayed samples to it."""
+
+
+@hookspec(firstresult=True)
+def cfs_training_step(state: "RunState") -> Any:
+    """Replace forward, loss, backward and optimizer step for one batch.
+
+    Return the loss (a tensor or float) to skip the engine's own step.
+    """
+
+
+@hookspec
+def cfs_after_forward(state: "RunState") -> None:
+    """``state.outputs`` holds the logits of ``state.batch``; ``state.features`` holds the
+    backbone features of the same batch."""
+
+
+@hookspec(firstresult=True)
+def cfs_base_loss(state: "RunState") -> "torch.Tensor | None":
+    """Replace the base loss (cross-entropy over all seen classes by default)."""
+
+
+@hookspec
+def cfs_loss(state: "RunState") -> "torch.Tensor | None":
+    """Return an extra loss term to add to the base loss, or ``None``. All answers are summed."""
+
+
+@hookspec
+def cfs_before_backward(state: "RunState") -> None:
+    """``state.loss`` is the total loss about to be back-propagated."""
+
+
+@hookspec
+def cfs_after_backward(state: "RunState") -> None:
+    """Gradients exist; the optimizer has not stepped yet (clip or project gradients here)."""
+
+
+@hookspec
+def cfs_after_batch(state: "RunState") -> None:
+    """After the optimizer step of a batch (reservoir updates, EMA, counters)."""
+
+
+@hookspec
+def cfs_extra_parameters(state: "RunState") -> "list[torch.nn.Parameter] | None":
+    """Return parameters outside the model that the optimizer must train (projectors, heads of
+    a regularizer). Called when the optimizer of an experience is built; answers are joined."""
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@hookspec
+def cfs_before_eval(state: "RunState") -> None:
+    """Before the test stream is evaluated (after training an experience, or before any
+    training for the initial row used by forward transfer)."""
+
+
+@hookspec(firstresult=True)
+def cfs_predict(state: "RunState", x: "torch.Tensor") -> "torch.Tensor | None":
+    """Replace prediction: return class scores (B, n_seen) for the normalised batch ``x``, for
+    example negative distances to class means. ``None`` keeps the model's logits."""
+
+
+@hookspec
+def cfs_after_eval(state: "RunState") -> None:
+    """After the test stream is evaluated; ``state.results`` holds the accuracy matrix so far."""
+
+
+# --------------------------------------------------------------------------- episodic (few-shot)
+
+
+@hookspec(firstresult=True)
+def cfs_meta_loss(state: "RunState", tasks: "Any") -> "torch.Tensor | None":
+    """Return the differentiable meta-training loss of a meta-batch ``tasks``
+    (:class:`cfs.scenarios.episodes.EpisodeBatch`), averaged over its tasks. The episodic
+    loop back-propagates it and steps the meta-optimizer (which trains the model's parameters
+    and any ``cfs_extra_parameters``)."""
+
+
+@hookspec(firstresult=True)
+def cfs_predict_episode(state: "RunState", tasks: "Any") -> "torch.Tensor | None":
+    """Return query scores (T, N*Q, N) for the tasks of ``tasks`` (support-set adaptation,
+    prototypes or transductive label propagation happen here). Called under
+    ``torch.enable_grad()`` so methods that adapt at test time can differentiate."""

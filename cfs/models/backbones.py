@@ -1,0 +1,175 @@
+"""Backbones: the CIFAR ResNet-32 of PyCIL/iCaRL, a reduced ResNet-18, an MLP, timm models.
+
+Every backbone maps a normalised image batch (B, C, H, W) to features (B, ``out_dim``) and,
+through ``tokens(x)``, to intermediate tokens (B, N, D): the positions of the last feature map
+for CNNs, the patch tokens for ViTs. Feature-level distillation (TRG, PCKD) and STN read them.
+Factories take ``(in_channels, image_size, **options)`` and are registered by name.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cfs import hookimpl
+from cfs.errors import CfsError
+from cfs.registry import Registry
+
+BackboneFactory = Callable[..., nn.Module]
+
+
+def _map_to_tokens(fmap: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H*W, C)."""
+    return fmap.flatten(2).transpose(1, 2)
+
+
+class BasicBlock(nn.Module):
+    """The 3x3-3x3 residual block of He et al.; 1x1-conv shortcut when the shape changes."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A small-image ResNet: 3x3 stem (no max-pool), stages of basic blocks, global pooling."""
+
+    def __init__(self, in_channels: int, widths: list[int], blocks: list[int], stem: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU())
+        stages, cin = [], stem
+        for i, (w, n) in enumerate(zip(widths, blocks)):
+            layers = []
+            for b in range(n):
+                layers.append(BasicBlock(cin, w, 2 if (b == 0 and i > 0) else 1))
+                cin = w
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.out_dim = cin
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return _map_to_tokens(self.feature_map(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(x).mean((2, 3))
+
+
+def resnet32(in_channels: int = 3, image_size: int = 32) -> nn.Module:
+    """CIFAR ResNet-32 (3 stages x 5 blocks, 16/32/64 channels, 64-d features), as in PyCIL."""
+    return ResNet(in_channels, [16, 32, 64], [5, 5, 5], stem=16)
+
+
+def resnet20(in_channels: int = 3, image_size: int = 32) -> nn.Module:
+    """CIFAR ResNet-20 (3 stages x 3 blocks, 64-d features), the FSCIL base backbone."""
+    return ResNet(in_channels, [16, 32, 64], [3, 3, 3], stem=16)
+
+
+def reduced_resnet18(in_channels: int = 3, image_size: int = 32, nf: int = 20) -> nn.Module:
+    """Reduced ResNet-18 of GEM/ER (2-2-2-2 blocks, width nf=20: 160-d features)."""
+    return ResNet(in_channels, [nf, 2 * nf, 4 * nf, 8 * nf], [2, 2, 2, 2], stem=nf)
+
+
+class MLP(nn.Module):
+    """Flatten, then ``depth`` Linear-ReLU layers: the fast backbone for digits and tests."""
+
+    def __init__(self, in_features: int, hidden: int = 256, depth: int = 2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        d = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(d, hidden), nn.ReLU()]
+            d = hidden
+        self.net = nn.Sequential(*layers)
+        self.out_dim = d
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x).unsqueeze(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def mlp(in_channels: int = 1, image_size: int = 8, hidden: int = 256, depth: int = 2) -> nn.Module:
+    """Two-layer 256-unit MLP over flattened pixels."""
+    return MLP(in_channels * image_size * image_size, hidden, depth)
+
+
+class TimmBackbone(nn.Module):
+    """Any timm model without its classifier (``num_classes=0``): pooled features and tokens."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.out_dim = int(model.num_features)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.model.forward_features(x)
+        if feats.dim() == 4:  # CNN feature map
+            return _map_to_tokens(feats)
+        prefix = int(getattr(self.model, "num_prefix_tokens", 0))
+        return feats[:, prefix:]  # ViT: drop class / register tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def timm_backbone(model_name: str, in_channels: int = 3, image_size: int = 32, pretrained: bool = False,
+                  weights: str | None = None, **kwargs) -> nn.Module:
+    """Build ``timm:<model_name>``. Weights come from timm's hub cache or a local file."""
+    import timm
+
+    if model_name not in timm.list_models() and model_name.split(".")[0] not in timm.list_models():
+        from cfs.errors import unknown
+
+        raise unknown("timm model", model_name, timm.list_models())
+    try:
+        model = timm.create_model(
+            model_name, pretrained=pretrained and weights is None, num_classes=0, in_chans=in_channels, **kwargs
+        )
+    except Exception as exc:  # offline: timm cannot fetch weights
+        raise CfsError(
+            f"cannot load pretrained weights for timm model {model_name!r} ({type(exc).__name__}); "
+            "pass a local checkpoint with --weights PATH"
+        ) from exc
+    if weights is not None:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("state_dict", state), strict=False)
+    return TimmBackbone(model)
+
+
+BUILTIN_BACKBONES: dict[str, BackboneFactory] = {
+    "resnet32": resnet32,
+    "resnet20": resnet20,
+    "reduced-resnet18": reduced_resnet18,
+    "mlp": mlp,
+}
+
+
+def build_backbone(registry: Registry, name: str, in_channels: int, image_size: int, **options) -> nn.Module:
+    """Build a registered backbone, or a timm model for ``timm:<name>``."""
+    if name.startswith("timm:"):
+        return timm_backbone(name[5:], in_channels=in_channels, image_size=image_size, **options)
+    factory = registry.get(name)
+    return factory(in_channels=in_channels, image_size=image_size, **options)
+
+
+@hookimpl
+def cfs_add_backbones(registry: Registry) -> None:
+    for name, factory in BUILTIN_BACKBONES.items():
+        registry.add(factory, name=name)

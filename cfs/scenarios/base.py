@@ -1,0 +1,56 @@
+"""What every scenario hands the engine: experiences, class order, transforms, defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cfs.data.arrays import ArrayDataset
+from cfs.data.transforms import BatchTransform
+
+#: The settings a strategy can declare compatibility with.
+KINDS = ("class-incremental", "fscil", "episodic")
+
+
+@dataclass
+class Experience:
+    """One step of a stream: the classes it introduces and their train and test data.
+
+    Labels are already remapped to the scenario's class order (label k = k-th class seen).
+    """
+
+    index: int
+    classes: list[int]
+    train: ArrayDataset
+    test: ArrayDataset
+
+
+@dataclass
+class Scenario:
+    """A named stream of experiences plus everything needed to reproduce it."""
+
+    name: str
+    kind: str
+    experiences: list[Experience]
+    class_order: list[int]
+    class_names: list[str]
+    transform: BatchTransform
+    input_shape: tuple[int, ...]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_order)
+
+    def describe(self) -> dict[str, Any]:
+        """What the results folder records about the stream."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "n_experiences": len(self.experiences),
+            "classes_per_experience": [e.classes for e in self.experiences],
+            "class_order": self.class_order,
+            "train_sizes": [len(e.train) for e in self.experiences],
+            "test_sizes": [len(e.test) for e in self.experiences],
+        }

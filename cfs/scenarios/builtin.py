@@ -1,0 +1,91 @@
+"""Register the named benchmarks defined as YAML protocol files under ``benchmarks/protocols``.
+
+A protocol file is data, not code: data set, split, class-order seed, augmentation,
+normalisation and the training defaults the benchmark is usually run with. Adding a benchmark
+of an existing kind means adding a file; a new kind adds a builder to :data:`BUILDERS`.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any, Callable
+
+import yaml
+
+from cfs import hookimpl
+from cfs.data import load_dataset
+from cfs.data.arrays import DataSplit
+from cfs.data.transforms import BatchTransform
+from cfs.errors import CfsError
+from cfs.registry import Registry
+from cfs.scenarios.base import Scenario
+from cfs.scenarios.class_incremental import build_stream, class_order, split_classes
+
+Builder = Callable[[dict, Any, DataSplit], Scenario]
+
+
+def transform_for(spec: dict, data: DataSplit) -> BatchTransform:
+    aug = spec.get("augment") or {}
+    norm = spec.get("normalize") or {}
+    return BatchTransform(
+        mean=tuple(norm.get("mean", data.mean)),
+        std=tuple(norm.get("std", data.std)),
+        crop_padding=int(aug.get("crop_padding", 0)),
+        flip=bool(aug.get("flip", False)),
+        brightness=float(aug.get("brightness", 0.0)),
+    )
+
+
+def build_class_incremental(spec: dict, cfg: Any, data: DataSplit) -> Scenario:
+    """Class order by seed (``--class-order-seed`` overrides), then ``--split`` or the protocol's."""
+    seed = cfg.class_order_seed if getattr(cfg, "class_order_seed", None) is not None else spec.get("class_order_seed")
+    order = class_order(data.num_classes, seed)
+    steps = split_classes(data.num_classes, getattr(cfg, "split", None) or spec["split"])
+    names = [data.train.class_names[c] for c in order] if data.train.class_names else []
+    return Scenario(
+        name=spec["name"], kind="class-incremental", experiences=build_stream(data, order, steps),
+        class_order=order, class_names=names, transform=transform_for(spec, data),
+        input_shape=data.input_shape, defaults=dict(spec.get("defaults") or {}),
+        description=spec.get("description", ""),
+    )
+
+
+#: Scenario kinds -> builders; other modules of cfs.scenarios add theirs here.
+BUILDERS: dict[str, Builder] = {"class-incremental": build_class_incremental}
+
+
+class ProtocolScenario:
+    """A registered scenario factory: ``factory(config) -> Scenario``."""
+
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
+        self.name = spec["name"]
+        self.kind = spec["kind"]
+        self.summary = spec.get("description", "").strip().splitlines()[0] if spec.get("description") else ""
+        self.defaults = dict(spec.get("defaults") or {})
+
+    def __call__(self, cfg: Any) -> Scenario:
+        if self.kind not in BUILDERS:
+            raise CfsError(f"scenario {self.name!r} has kind {self.kind!r}, which no installed module builds")
+        options = dict(self.spec.get("dataset_options") or {})
+        data = load_dataset(self.spec["dataset"], root=getattr(cfg, "data_root", None),
+                            download=bool(getattr(cfg, "download", False)), **options)
+        return BUILDERS[self.kind](self.spec, cfg, data)
+
+
+def protocol_specs() -> list[dict]:
+    """Every ``*.yaml`` under ``cfs_benchmarks/protocols``, each with its ``name``."""
+    specs = []
+    folder = resources.files("cfs_benchmarks") / "protocols"
+    for item in sorted(folder.iterdir(), key=lambda p: p.name):
+        if item.name.endswith((".yaml", ".yml")):
+            spec = yaml.safe_load(item.read_text())
+            spec.setdefault("name", item.name.rsplit(".", 1)[0])
+            specs.append(spec)
+    return specs
+
+
+@hookimpl
+def cfs_add_scenarios(registry: Registry) -> None:
+    for spec in protocol_specs():
+        registry.add(ProtocolScenario(spec), name=spec["name"])

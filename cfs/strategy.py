@@ -1,0 +1,64 @@
+"""The small base class every strategy plugin derives from.
+
+A strategy is a class registered by name (``cfs_add_strategies``). For each run the engine
+makes one instance per composed name (``--strategy replay+lwf`` makes two) and registers the
+instances as pluggy plugins for the run's duration, so their ``@hookimpl`` methods run at the
+hook points of :mod:`cfs.hookspec`. A strategy that implements no hook is plain fine-tuning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+
+from cfs.errors import CfsError, did_you_mean
+
+
+@dataclasses.dataclass
+class NoOptions:
+    """A strategy without hyper-parameters."""
+
+
+class Strategy:
+    """Base class: ``name``, ``compatibility``, an ``Options`` dataclass, checkpointable state.
+
+    Subclasses document the method (paper, equations, defaults) in their docstring; the first
+    line is what ``cfs list`` shows.
+    """
+
+    name: ClassVar[str] = ""
+    compatibility: ClassVar[frozenset[str]] = frozenset({"class-incremental"})
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+    @classmethod
+    def make_options(cls, values: dict[str, Any] | None) -> Any:
+        """Validate ``values`` against :attr:`Options`, naming any unknown key."""
+        values = dict(values or {})
+        fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+        for key in values:
+            if key not in fields:
+                valid = ", ".join(fields) or "none"
+                hint = did_you_mean(key, fields) or f" (valid: {valid})"
+                raise CfsError(f"unknown option {cls.name}.{key}{hint}")
+        try:
+            return cls.Options(**values)
+        except (TypeError, ValueError) as exc:
+            raise CfsError(f"bad options for {cls.name}: {exc}") from exc
+
+    # -- checkpointing: everything a strategy learns across experiences must round-trip here
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and values to restore this strategy mid-stream (memories, Fisher, teachers)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+def tensor_state(**tensors: torch.Tensor | None) -> dict[str, Any]:
+    """Detached CPU copies of tensors for a strategy's ``state_dict``."""
+    return {k: (v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v) for k, v in tensors.items()}
