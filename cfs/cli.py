@@ -47,7 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", parents=[parent], help="list scenarios, strategies and backbones")
     sub.add_parser("plugins", parents=[parent], help="list loaded plugins and what they register")
+    for module in _subcommand_modules():
+        COMMANDS[module.NAME] = module.run
+        module.add_parser(sub, parent)
     return parser
+
+
+#: Modules that each add one subcommand: ``NAME``, ``add_parser(subparsers, parent)``,
+#: ``run(args) -> int``.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _subcommand_modules():
+    import importlib
+
+    return [importlib.import_module(m) for m in SUBCOMMAND_MODULES]
 
 
 BENCH_KEYS = ("scenario", "strategies", "epochs", "batch_size", "lr", "seed", "device", "backbone", "head",
@@ -134,7 +148,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"bench": cmd_bench, "list": cmd_list, "plugins": cmd_plugins}
+COMMANDS: dict[str, Any] = {"bench": cmd_bench, "list": cmd_list, "plugins": cmd_plugins}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

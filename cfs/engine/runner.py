@@ -21,6 +21,10 @@ from cfs.scenarios.base import Scenario
 from cfs.strategy import Strategy
 
 
+#: Scenario kind -> the loop class that drives it (``loop.run()``, ``loop.timings``).
+LOOPS: dict[str, Any] = {"class-incremental": ContinualLoop, "fscil": ContinualLoop}
+
+
 @dataclass
 class RunResult:
     """What a finished run hands to the result writer."""
@@ -83,7 +87,7 @@ def run_strategy(pm: CfsPluginManager, cfg: RunConfig, spec: str, scenario: Scen
         names.append(name)
     try:
         t0 = time.perf_counter()
-        loop = ContinualLoop(state, progress=progress)
+        loop = LOOPS[scenario.kind](state, progress=progress)
         loop.run()
         seconds = time.perf_counter() - t0
     finally:

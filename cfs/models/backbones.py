@@ -110,6 +110,42 @@ def mlp(in_channels: int = 1, image_size: int = 8, hidden: int = 256, depth: int
     return MLP(in_channels * image_size * image_size, hidden, depth)
 
 
+class Conv4(nn.Module):
+    """The few-shot Conv-4: 4 x [3x3 conv, BN, ReLU, 2x2 max-pool] (Vinyals et al.; MAML;
+    ProtoNet). ``transductive_bn`` uses batch statistics at test time too (MAML's setting) and
+    keeps no running buffers, which also makes the module safe under ``torch.func.vmap``."""
+
+    def __init__(self, in_channels: int, image_size: int, hidden: int = 64, transductive_bn: bool = False) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for _ in range(4):
+            layers += [nn.Conv2d(cin, hidden, 3, padding=1),
+                       nn.BatchNorm2d(hidden, track_running_stats=not transductive_bn), nn.ReLU(), nn.MaxPool2d(2)]
+            cin = hidden
+        self.net = nn.Sequential(*layers)
+        side = image_size
+        for _ in range(4):
+            side //= 2
+        self.out_dim = hidden * max(side, 1) ** 2
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return _map_to_tokens(self.net(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(1)
+
+
+def conv4(in_channels: int = 3, image_size: int = 84, hidden: int = 64) -> nn.Module:
+    """Few-shot Conv-4 (64 channels; 1600-d at 84x84), BN with running statistics."""
+    return Conv4(in_channels, image_size, hidden)
+
+
+def conv4_tbn(in_channels: int = 3, image_size: int = 84, hidden: int = 64) -> nn.Module:
+    """Few-shot Conv-4 with transductive batch-statistics BN, as MAML/ANIL/BOIL use it."""
+    return Conv4(in_channels, image_size, hidden, transductive_bn=True)
+
+
 class TimmBackbone(nn.Module):
     """Any timm model without its classifier (``num_classes=0``): pooled features and tokens."""
 
@@ -158,6 +194,8 @@ BUILTIN_BACKBONES: dict[str, BackboneFactory] = {
     "resnet20": resnet20,
     "reduced-resnet18": reduced_resnet18,
     "mlp": mlp,
+    "conv4": conv4,
+    "conv4-tbn": conv4_tbn,
 }
 
 

@@ -1,0 +1,1 @@
+"""Subcommands beyond ``bench``/``list``/``plugins``, one module each (see cfs.cli)."""
