@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, typ in (("epochs", int), ("batch-size", int), ("lr", float), ("seed", int), ("device", str),
                       ("backbone", str), ("head", str), ("optimizer", str), ("schedule", str), ("momentum", float),
                       ("weight-decay", float), ("data-root", str), ("split", str), ("class-order-seed", int),
-                      ("weights", str)):
+                      ("weights", str), ("meta-iterations", int), ("meta-batch", int), ("val-interval", int),
+                      ("test-episodes", int), ("n-way", int), ("k-shot", int), ("q-query", int), ("train-n-way", int)):
         bench.add_argument(f"--{flag}", type=typ, default=None)
     bench.add_argument("--download", action="store_true", default=None, help="let torchvision download data")
     bench.add_argument("--amp", action="store_true", default=None, help="mixed precision")
@@ -66,7 +67,8 @@ def _subcommand_modules():
 
 BENCH_KEYS = ("scenario", "strategies", "epochs", "batch_size", "lr", "seed", "device", "backbone", "head",
               "optimizer", "schedule", "momentum", "weight_decay", "data_root", "split", "class_order_seed",
-              "weights", "download", "amp", "pretrained", "out")
+              "weights", "download", "amp", "pretrained", "out", "meta_iterations", "meta_batch", "val_interval",
+              "test_episodes", "n_way", "k_shot", "q_query", "train_n_way")
 
 
 def bench_config(args: argparse.Namespace, pm: CfsPluginManager):
@@ -89,6 +91,10 @@ def bench_config(args: argparse.Namespace, pm: CfsPluginManager):
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
+    if rows and rows[0].get("kind") == "episodic":
+        from cfs.evaluation.episodic import format_episodic_table
+
+        return format_episodic_table(rows)
     header = ("strategy", "final acc %", "avg inc acc %", "forgetting %", "time s")
     table = [header] + [(r["strategy"], f"{100 * r['summary']['last_accuracy']:.1f}",
                          f"{100 * r['summary']['average_incremental_accuracy']:.1f}",
@@ -121,8 +127,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         data = write_run(result, out, plugins)
         rows.append(data)
         print(f"{spec}: results in {out}", file=sys.stderr)
-    print(f"scenario {scenario.name}: {len(scenario.experiences)} experiences, {scenario.num_classes} classes, "
-          f"backbone {cfg.backbone}, {cfg.epochs} epochs, seed {cfg.seed}")
+    if scenario.kind == "episodic":
+        shape, n = scenario.episodic.eval_shape, {k: len(v) for k, v in scenario.episodic.classes.items()}
+        print(f"scenario {scenario.name}: {shape.n_way}-way {shape.k_shot}-shot {shape.q_query}-query, classes "
+              f"{n['train']}/{n['val']}/{n['test']} (train/val/test), backbone {cfg.backbone}, "
+              f"{cfg.meta_iterations} meta-iterations x {cfg.meta_batch} tasks, seed {cfg.seed}")
+    else:
+        print(f"scenario {scenario.name}: {len(scenario.experiences)} experiences, {scenario.num_classes} classes, "
+              f"backbone {cfg.backbone}, {cfg.epochs} epochs, seed {cfg.seed}")
     print(format_table(rows))
     return 0
 

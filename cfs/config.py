@@ -44,6 +44,17 @@ class RunConfig:
     pretrained: bool = False
     weights: str | None = None
     out: str | None = None
+    # episodic (few-shot) runs; ``None`` takes the protocol's episode shape
+    meta_iterations: int = 1000
+    meta_batch: int = 1
+    val_interval: int = 500
+    val_episodes: int = 100
+    test_episodes: int = 600
+    select_best: bool = True
+    n_way: int | None = None
+    k_shot: int | None = None
+    q_query: int | None = None
+    train_n_way: int | None = None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,7 +67,8 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "head": ("linear", "cosine"),
 }
-POSITIVE = ("epochs", "batch_size", "eval_batch_size")
+POSITIVE = ("epochs", "batch_size", "eval_batch_size", "meta_iterations", "meta_batch", "val_interval", "val_episodes",
+            "test_episodes")
 
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:

@@ -11,6 +11,7 @@ import torch
 from cfs.config import RunConfig
 from cfs.engine.continual import ContinualLoop, Timings
 from cfs.engine.devices import resolve_device, seed_everything
+from cfs.engine.episodic import EpisodicLoop
 from cfs.engine.state import RunState
 from cfs.errors import CfsError
 from cfs.models.backbones import build_backbone
@@ -22,7 +23,7 @@ from cfs.strategy import Strategy
 
 
 #: Scenario kind -> the loop class that drives it (``loop.run()``, ``loop.timings``).
-LOOPS: dict[str, Any] = {"class-incremental": ContinualLoop, "fscil": ContinualLoop}
+LOOPS: dict[str, Any] = {"class-incremental": ContinualLoop, "fscil": ContinualLoop, "episodic": EpisodicLoop}
 
 
 @dataclass

@@ -26,6 +26,7 @@ import yaml
 import cfs
 from cfs.engine.runner import RunResult
 from cfs.evaluation import metrics as M
+from cfs.evaluation.episodic import episodic_metrics, write_episodic_files
 from cfs.evaluation.names import eval_metrics, train_epoch_names
 from cfs.evaluation.plots import plot_accuracy_matrix
 
@@ -98,16 +99,20 @@ def write_run(result: RunResult, out: Path, plugins: dict[str, str] | None = Non
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         state = result.state
-        data = run_metrics(result)
+        episodic = state.scenario.kind == "episodic"
+        data = episodic_metrics(result) if episodic else run_metrics(result)
         (tmp / "config.yaml").write_text(yaml.safe_dump(state.config.to_dict(), sort_keys=False))
         info = {"versions": versions(), "seed": state.config.seed, "device": str(state.device),
                 "strategy": result.strategy, "scenario": state.scenario.describe(),
                 "class_names": state.scenario.class_names, "plugins": plugins or {}}
         (tmp / "run.json").write_text(json.dumps(info, indent=1))
         (tmp / "metrics.json").write_text(json.dumps(data, indent=1))
-        _write_csvs(tmp, result)
-        plot_accuracy_matrix(np.array(state.results.rows), tmp / "accuracy_matrix.png",
-                             f"{state.scenario.name} / {result.strategy}")
+        if episodic:
+            write_episodic_files(tmp, result)
+        else:
+            _write_csvs(tmp, result)
+            plot_accuracy_matrix(np.array(state.results.rows), tmp / "accuracy_matrix.png",
+                                 f"{state.scenario.name} / {result.strategy}")
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

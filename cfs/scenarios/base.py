@@ -38,6 +38,9 @@ class Scenario:
     input_shape: tuple[int, ...]
     defaults: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: Few-shot scenarios (kind ``episodic``) have no experiences; their data and meta-train /
+    #: val / test class sets live here (:class:`cfs.scenarios.episodic.EpisodicSetup`).
+    episodic: Any = None
 
     @property
     def num_classes(self) -> int:
@@ -53,4 +56,5 @@ class Scenario:
             "class_order": self.class_order,
             "train_sizes": [len(e.train) for e in self.experiences],
             "test_sizes": [len(e.test) for e in self.experiences],
+            **({"episodic": self.episodic.describe()} if self.episodic is not None else {}),
         }

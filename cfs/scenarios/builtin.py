@@ -20,6 +20,7 @@ from cfs.errors import CfsError
 from cfs.registry import Registry
 from cfs.scenarios.base import Scenario
 from cfs.scenarios.class_incremental import build_stream, class_order, split_classes
+from cfs.scenarios.episodic import build_episodic
 
 Builder = Callable[[dict, Any, DataSplit], Scenario]
 
@@ -51,7 +52,7 @@ def build_class_incremental(spec: dict, cfg: Any, data: DataSplit) -> Scenario:
 
 
 #: Scenario kinds -> builders; other modules of cfs.scenarios add theirs here.
-BUILDERS: dict[str, Builder] = {"class-incremental": build_class_incremental}
+BUILDERS: dict[str, Builder] = {"class-incremental": build_class_incremental, "episodic": build_episodic}
 
 
 class ProtocolScenario:

@@ -1,0 +1,162 @@
+"""The episodic (few-shot) loop: meta-train on episodes, validate periodically, meta-test.
+
+The loop owns the data path and the optimisation; a strategy owns the method through two
+hooks of :mod:`cfs.hookspec`: ``cfs_meta_loss(state, tasks)`` returns the differentiable loss
+of a meta-batch (the loop back-propagates it and steps the meta-optimizer over the model's
+parameters and any ``cfs_extra_parameters``), and ``cfs_predict_episode(state, tasks)``
+returns query scores (T, N*Q, N). Validation and test episodes are fixed by the run seed (see
+:mod:`cfs.scenarios.episodic`), so methods are compared on the same episodes; the weights with
+the best validation accuracy are restored before meta-testing (``select_best``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from cfs.engine.continual import Timings
+from cfs.engine.optim import build_optimizer, build_scheduler
+from cfs.engine.state import RunState
+from cfs.errors import CfsError
+from cfs.scenarios.episodes import EpisodeBatch
+from cfs.scenarios.episodic import EpisodeSampler
+
+
+@dataclass
+class EpisodicResults:
+    """What an episodic run measured; kept in ``state.extra["episodic"]`` for the writer."""
+
+    test_accuracies: list[float] = field(default_factory=list)
+    #: (meta-iteration, mean validation accuracy) after every validation
+    val_curve: list[tuple[int, float]] = field(default_factory=list)
+    #: (meta-iteration, mean meta-loss since the previous entry, seconds since the start)
+    train_log: list[tuple[int, float, float]] = field(default_factory=list)
+    best_iteration: int | None = None
+    n_way: int = 0
+    k_shot: int = 0
+    q_query: int = 0
+
+
+class EpisodicLoop:
+    """Runs a :class:`RunState` whose scenario has kind ``episodic``."""
+
+    def __init__(self, state: RunState, progress: bool = True) -> None:
+        setup = state.scenario.episodic
+        if setup is None:
+            raise CfsError(f"scenario {state.scenario.name!r} has no episodic setup")
+        self.state, self.hooks, self.progress = state, state.hooks, progress
+        self.setup = setup
+        self.timings = Timings()
+        pool = setup.data.to(state.device)
+        self.samplers = {"train": EpisodeSampler(pool, setup.classes["train"], setup.train_shape)}
+        for split in ("val", "test"):
+            if len(setup.classes.get(split) or []) >= setup.eval_shape.n_way:
+                self.samplers[split] = EpisodeSampler(pool, setup.classes[split], setup.eval_shape)
+        if "test" not in self.samplers:
+            raise CfsError(f"{setup.eval_shape.n_way}-way test episodes need at least that many test classes")
+        shape = setup.eval_shape
+        self.results = EpisodicResults(n_way=shape.n_way, k_shot=shape.k_shot, q_query=shape.q_query)
+        state.extra["episodic"] = self.results
+
+    # ----------------------------------------------------------------------------- run
+    def run(self) -> RunState:
+        s, h, cfg = self.state, self.hooks, self.state.config
+        head = s.model.head
+        n_out = max(self.setup.train_shape.n_way, self.setup.eval_shape.n_way)
+        if hasattr(head, "expand") and head.out_features < n_out:
+            head.expand(n_out - head.out_features)  # N-way head for methods that adapt one (MAML)
+        s.n_seen = n_out
+        h.cfs_before_run(state=s)
+        extra = [p for ps in h.cfs_extra_parameters(state=s) for p in (ps or [])]
+        s.optimizer = build_optimizer(cfg, list(s.model.parameters()) + extra)
+        s.scheduler = build_scheduler(cfg, s.optimizer, cfg.meta_iterations)
+        t0 = time.perf_counter()
+        best = self._meta_train(extra)
+        if best is not None and cfg.select_best:
+            self._restore(best, extra)
+        self.timings.train_seconds.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        accs = self.evaluate("test", cfg.test_episodes)
+        self.timings.eval_seconds.append(time.perf_counter() - t0)
+        self.results.test_accuracies = accs.tolist()
+        h.cfs_after_run(state=s)
+        return s
+
+    def _meta_train(self, extra: list[torch.nn.Parameter]) -> dict | None:
+        s, h, cfg = self.state, self.hooks, self.state.config
+        sampler = self.samplers["train"]
+        best_acc, best = -1.0, None
+        loss_sum, n_loss, t0 = torch.zeros((), device=s.device), 0, time.perf_counter()
+        log_every = max(1, min(cfg.val_interval, 100))
+        for it in tqdm(range(cfg.meta_iterations), desc="meta-iterations", disable=not self.progress, leave=False):
+            s.iteration = it
+            s.model.train()
+            support, query = sampler.sample_indices(cfg.meta_batch, s.generator)
+            tasks = sampler.batch(support, query, s.transform, s.device, train=True, generator=s.generator)
+            loss = h.cfs_meta_loss(state=s, tasks=tasks)
+            if loss is None:
+                names = ", ".join(st.name for st in s.strategies)
+                raise CfsError(f"strategy {names} implements no cfs_meta_loss, so it cannot meta-train")
+            s.loss = loss
+            h.cfs_before_backward(state=s)
+            s.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            h.cfs_after_backward(state=s)
+            s.optimizer.step()
+            if s.scheduler is not None:
+                s.scheduler.step()
+            h.cfs_after_batch(state=s)
+            loss_sum += loss.detach()
+            n_loss += 1
+            done = it + 1
+            if done % log_every == 0 or done == cfg.meta_iterations:
+                self.results.train_log.append((done, float(loss_sum) / n_loss, time.perf_counter() - t0))
+                loss_sum, n_loss = torch.zeros((), device=s.device), 0
+            if "val" in self.samplers and (done % cfg.val_interval == 0 or done == cfg.meta_iterations):
+                acc = float(self.evaluate("val", cfg.val_episodes).mean())
+                self.results.val_curve.append((done, acc))
+                if acc > best_acc:
+                    best_acc, self.results.best_iteration = acc, done
+                    best = self._snapshot(extra)
+        return best
+
+    def _snapshot(self, extra: list[torch.nn.Parameter]) -> dict:
+        return {"model": {k: v.detach().clone() for k, v in self.state.model.state_dict().items()},
+                "extra": [p.detach().clone() for p in extra]}
+
+    def _restore(self, snap: dict, extra: list[torch.nn.Parameter]) -> None:
+        self.state.model.load_state_dict(snap["model"])
+        with torch.no_grad():
+            for p, v in zip(extra, snap["extra"]):
+                p.copy_(v)
+
+    # ----------------------------------------------------------------------------- evaluation
+    def evaluate(self, split: str, n_episodes: int) -> torch.Tensor:
+        """Accuracy of each of the ``n_episodes`` fixed episodes of ``split`` (CPU tensor)."""
+        s, h = self.state, self.hooks
+        sampler = self.samplers[split]
+        support, query = sampler.fixed_indices(n_episodes, s.config.seed, split)
+        chunk = max(1, s.config.meta_batch)
+        s.model.eval()
+        accs = []
+        for start in range(0, n_episodes, chunk):
+            tasks = sampler.batch(support[start : start + chunk], query[start : start + chunk], s.transform, s.device)
+            accs.append(self.episode_accuracy(tasks).cpu())
+        s.model.train()
+        return torch.cat(accs)
+
+    def episode_accuracy(self, tasks: EpisodeBatch) -> torch.Tensor:
+        """Per-task query accuracy from the strategy's ``cfs_predict_episode`` scores."""
+        s, h = self.state, self.hooks
+        with torch.enable_grad():
+            scores = h.cfs_predict_episode(state=s, tasks=tasks)
+        if scores is None:
+            names = ", ".join(st.name for st in s.strategies)
+            raise CfsError(f"strategy {names} implements no cfs_predict_episode, so it cannot be meta-tested")
+        expected = (tasks.n_tasks, tasks.query_y.shape[1], tasks.n_way)
+        if tuple(scores.shape) != expected:
+            raise RuntimeError(f"cfs_predict_episode returned scores of shape {tuple(scores.shape)}, expected {expected}")
+        return (scores.detach().argmax(-1) == tasks.query_y).float().mean(1)
