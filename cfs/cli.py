@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--pretrained", action="store_true", default=None, help="pretrained timm weights")
     bench.add_argument("--out", help="results folder (default runs/<time>-<scenario>-<strategy>)")
     bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    bench.add_argument("--logger", dest="loggers", action="append", metavar="NAME",
+                       help="console (default), jsonl, tensorboard; repeat for several")
 
     sub.add_parser("list", parents=[parent], help="list scenarios, strategies and backbones")
     sub.add_parser("plugins", parents=[parent], help="list loaded plugins and what they register")
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Modules that each add one subcommand: ``NAME``, ``add_parser(subparsers, parent)``,
 #: ``run(args) -> int``.
-SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SUBCOMMAND_MODULES: tuple[str, ...] = ("cfs.commands.report",)
 
 
 def _subcommand_modules():
@@ -65,7 +67,7 @@ def _subcommand_modules():
     return [importlib.import_module(m) for m in SUBCOMMAND_MODULES]
 
 
-BENCH_KEYS = ("scenario", "strategies", "epochs", "batch_size", "lr", "seed", "device", "backbone", "head",
+BENCH_KEYS = ("scenario", "strategies", "loggers", "epochs", "batch_size", "lr", "seed", "device", "backbone", "head",
               "optimizer", "schedule", "momentum", "weight_decay", "data_root", "split", "class_order_seed",
               "weights", "download", "amp", "pretrained", "out", "meta_iterations", "meta_batch", "val_interval",
               "test_episodes", "n_way", "k_shot", "q_query", "train_n_way")
@@ -90,22 +92,8 @@ def bench_config(args: argparse.Namespace, pm: CfsPluginManager):
     return cfg
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    if rows and rows[0].get("kind") == "episodic":
-        from cfs.evaluation.episodic import format_episodic_table
-
-        return format_episodic_table(rows)
-    header = ("strategy", "final acc %", "avg inc acc %", "forgetting %", "time s")
-    table = [header] + [(r["strategy"], f"{100 * r['summary']['last_accuracy']:.1f}",
-                         f"{100 * r['summary']['average_incremental_accuracy']:.1f}",
-                         f"{100 * r['summary']['forgetting']:.1f}", f"{r['time']['total_seconds']:.1f}") for r in rows]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    lines = []
-    for k, row in enumerate(table):
-        lines.append("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+# The console table lives with the other result formats (cfs.evaluation.table).
+from cfs.evaluation.table import format_table  # noqa: E402
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -135,7 +123,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         print(f"scenario {scenario.name}: {len(scenario.experiences)} experiences, {scenario.num_classes} classes, "
               f"backbone {cfg.backbone}, {cfg.epochs} epochs, seed {cfg.seed}")
-    print(format_table(rows))
+    if "console" in cfg.loggers:
+        print(format_table(rows))
     return 0
 
 

@@ -61,7 +61,7 @@ class ContinualLoop:
     def run(self) -> RunState:
         s, h = self.state, self.hooks
         h.cfs_before_run(state=s)
-        s.results.initial = self.evaluate(record=False)[0]
+        s.results.initial, s.results.initial_losses = self.evaluate(record=False)
         exps = s.scenario.experiences
         for exp in tqdm(exps, desc="experiences", disable=not self.progress, leave=False):
             t0 = time.perf_counter()

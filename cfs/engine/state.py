@@ -17,6 +17,7 @@ class EvalResults:
     """Accuracy matrix rows so far plus the initial (untrained) row and the latest predictions."""
 
     initial: list[float] = field(default_factory=list)
+    initial_losses: list[float] = field(default_factory=list)
     rows: list[list[float]] = field(default_factory=list)
     losses: list[list[float]] = field(default_factory=list)
     test_sizes: list[int] = field(default_factory=list)

@@ -72,6 +72,16 @@ def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -
     return out
 
 
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts ``C[t, p]`` of test samples of true class ``t`` predicted as ``p`` (Avalanche's
+    ``ConfusionMatrix`` layout). A prediction outside ``0..n_classes-1`` (nothing learnt yet)
+    is counted nowhere."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    ok = (y_pred >= 0) & (y_pred < n_classes) & (y_true >= 0) & (y_true < n_classes)
+    flat = np.bincount(y_true[ok] * n_classes + y_pred[ok], minlength=n_classes * n_classes)
+    return flat.reshape(n_classes, n_classes)
+
+
 def summary(R: np.ndarray, b: np.ndarray, n: np.ndarray) -> dict[str, float]:
     """All scalar metrics of one run, as fractions in 0..1."""
     return {

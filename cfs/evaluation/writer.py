@@ -27,7 +27,9 @@ import cfs
 from cfs.engine.runner import RunResult
 from cfs.evaluation import metrics as M
 from cfs.evaluation.episodic import episodic_metrics, write_episodic_files
-from cfs.evaluation.names import eval_metrics, train_epoch_names
+from cfs.evaluation.csvlog import write_avalanche_csvs
+from cfs.evaluation.loggers import write_logs
+from cfs.evaluation.names import CONFUSION, eval_metrics, history
 from cfs.evaluation.plots import plot_accuracy_matrix
 
 
@@ -53,6 +55,9 @@ def run_metrics(result: RunResult) -> dict[str, Any]:
     n_classes = result.state.scenario.num_classes
     per_class = M.per_class_accuracy(res.last_targets.numpy(), res.last_predictions.numpy(), n_classes)
     final = eval_metrics(R, L, b, n, R.shape[0] - 1)
+    Lb = np.array(res.initial_losses) if res.initial_losses else None
+    steps = history(R, L, b, Lb, n, result.timings.epochs, result.timings.eval_seconds)
+    confusion = M.confusion_matrix(res.last_targets.numpy(), res.last_predictions.numpy(), n_classes)
     return {
         "strategy": result.strategy,
         "scenario": result.state.scenario.name,
@@ -63,33 +68,23 @@ def run_metrics(result: RunResult) -> dict[str, Any]:
         "forgetting_per_experience": M.forgetting_per_experience(R).tolist(),
         "per_class_accuracy": [None if np.isnan(v) else float(v) for v in per_class],
         "avalanche": final,
+        "avalanche_history": steps,
+        "confusion_matrix": {"name": CONFUSION, "rows": "true class", "columns": "predicted class",
+                             "counts": confusion.tolist()},
         "time": {"total_seconds": result.seconds, "train_seconds": result.timings.train_seconds,
                  "eval_seconds": result.timings.eval_seconds},
     }
 
 
-def _write_csvs(folder: Path, result: RunResult) -> None:
-    res = result.state.results
-    R, L = np.array(res.rows), np.array(res.losses)
-    b, n = np.array(res.initial), np.array(res.test_sizes)
+def _write_csvs(folder: Path, result: RunResult, data: dict[str, Any]) -> None:
+    """``accuracy_matrix.csv`` plus Avalanche ``CSVLogger``'s two files (cfs.evaluation.csvlog)."""
+    R = np.array(result.state.results.rows)
     with open(folder / "accuracy_matrix.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["trained_exp"] + [f"exp{j}" for j in range(R.shape[1])])
         for i, row in enumerate(R):
             w.writerow([i] + [f"{v:.6f}" for v in row])
-    with open(folder / "eval_results.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["metric_name", "training_exp", "eval_exp", "eval_accuracy", "eval_loss", "forgetting"])
-        for i in range(R.shape[0]):
-            for j in range(R.shape[1]):
-                forgetting = R[j, j] - R[i, j] if j < i else 0.0
-                w.writerow(["Top1_Acc_Exp", i, j, f"{R[i, j]:.4f}", f"{L[i, j]:.4f}", f"{forgetting:.4f}"])
-    acc_name, loss_name, _ = train_epoch_names()
-    with open(folder / "training_results.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["metric_name", "training_exp", "epoch", "training_accuracy", "val_accuracy", "training_loss", "val_loss"])
-        for e in result.timings.epochs:
-            w.writerow([acc_name.split("/")[0], e.experience, e.epoch, f"{e.accuracy:.4f}", "0", f"{e.loss:.4f}", "0"])
+    write_avalanche_csvs(folder, data["avalanche_history"], R.shape[1])
 
 
 def write_run(result: RunResult, out: Path, plugins: dict[str, str] | None = None) -> dict[str, Any]:
@@ -110,9 +105,10 @@ def write_run(result: RunResult, out: Path, plugins: dict[str, str] | None = Non
         if episodic:
             write_episodic_files(tmp, result)
         else:
-            _write_csvs(tmp, result)
+            _write_csvs(tmp, result, data)
             plot_accuracy_matrix(np.array(state.results.rows), tmp / "accuracy_matrix.png",
                                  f"{state.scenario.name} / {result.strategy}")
+        write_logs(tmp, data, getattr(state.config, "loggers", []))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
