@@ -22,7 +22,7 @@ from cfs.errors import CfsError
 from cfs.registry import Registry
 
 #: Core modules that register scenarios and backbones; always loaded, cannot be blocked.
-BUILTIN_MODULES = ("cfs.scenarios.builtin", "cfs.models.backbones")
+BUILTIN_MODULES = ("cfs.scenarios.builtin", "cfs.models.backbones", "cfs.models.pretrained")
 FIRST_PARTY_DIST = "cfs"
 
 
@@ -112,6 +112,7 @@ def get_plugin_manager(plugin_args: Iterable[str] = (), autoload: bool | None = 
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise CfsError(f"plugin {exc.plugin_name!r}: {exc}".replace("\n", " ")) from exc
+        name = pm.get_name(exc.plugin) or str(exc.plugin)
+        raise CfsError(f"plugin {name!r}: {exc}".replace("\n", " ")) from exc
     pm.collect_registrations()
     return pm

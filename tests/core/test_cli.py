@@ -1,0 +1,57 @@
+"""`cfs bench | list | plugins` as a user runs them, and the one-line errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cfs.cli import main
+
+
+def test_bench_writes_results_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["bench", "--strategy", "finetune", "--epochs", "2", "--out", str(out), "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "finetune" in table and "final acc %" in table
+    for name in ("config.yaml", "run.json", "metrics.json", "accuracy_matrix.csv", "eval_results.csv",
+                 "training_results.csv", "accuracy_matrix.png"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["accuracy_matrix"]) == 5
+    assert "Top1_Acc_Stream/eval_phase/test_stream/Task000" in metrics["avalanche"]
+    run = json.loads((out / "run.json").read_text())
+    np.random.seed(1993)  # PyCIL's way of drawing the class order
+    assert run["seed"] == 0 and run["scenario"]["class_order"] == np.random.permutation(10).tolist()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_config_file_and_flag_override(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 1\nstrategies: [finetune]\nseed: 3\n")
+    assert main(["bench", "--config", str(cfg), "--seed", "4", "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert "seed: 4" in (tmp_path / "o" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["bench", "--scenario", "split-cifar"], "did you mean: split-cifar10"),
+    (["bench", "--strategy", "fintune"], "did you mean: finetune"),
+    (["bench", "--backbone", "resnet33"], "did you mean: resnet32"),
+    (["bench", "--epochs", "0"], "at least 1"),
+    (["bench", "--strategy", "finetune", "-o", "finetune.lam=3"], "unknown option finetune.lam"),
+    (["bench", "--scenario", "split-cifar100", "--data-root", "/nonexistent/cifar"], "/nonexistent/cifar"),
+    (["bench", "--split", "B3-Inc4"], "does not fit"),
+    (["bench", "-p", "no_such_module_xyz"], "cannot import plugin module"),
+])
+def test_user_errors_one_line_exit_2(argv, msg, capsys, tmp_path):
+    assert main(argv + ["--out", str(tmp_path / "never"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cfs: error:") and msg in err and "\n" not in err
+    assert not (tmp_path / "never").exists()
+
+
+def test_list_and_plugins(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "split-cifar100" in out and "finetune" in out and "resnet32" in out
+    assert main(["plugins"]) == 0
+    assert "joint (cfs; cfs_plugins.joint): strategy joint" in capsys.readouterr().out
