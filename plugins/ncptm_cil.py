@@ -1,0 +1,188 @@
+"""NCPTM-CIL (He, Song, Zhang, Hopcroft 2025, "Enhancing pre-trained model-based class-incremental
+learning through neural collapse"), as specified in METHODS.md §1.2.
+
+Only the abstract is verified: a dynamic ETF classifier, ETF alignment and a "PAP" loss.
+Everything below is the documented [PROPOSED] default; uncertain choices are options.
+
+* Frozen pre-trained backbone f plus an AdaptFormer-style adapter (64 units, scale 0.1), trained
+  on the first task only, then frozen (as in APER). Difference from the spec: the adapter sits
+  on the pooled features, not inside every ViT block (see :mod:`cfs.models.adapters`), so
+  training runs on cached features.
+* Projection head h: Linear(d, 2048), ReLU, Linear(2048, d'=512), LayerNorm, L2 normalisation.
+* Dynamic simplex ETF: a fixed seeded U (d' x K_max, orthonormal columns);
+  E_K = sqrt(K/(K-1)) U[:, :K] (I - 11^T/K), regenerated whenever K grows; never learned.
+* ETF alignment (``loss=dot_regression``): L_align = 1/2 (z^T e_y - 1)^2 with
+  z = normalize(h(adapter(f(x)))); ``loss=ce``: CE over logits s z^T E_K (s = 16).
+* PAP ("prototype alignment preservation", the expansion is a guess): class means mu_c of the
+  frozen adapter features of every old class, and
+  L_PAP = 1/|C_old| sum_c 1/2 (normalize(h(mu_c))^T e_c - 1)^2; L = L_align + lam_pap L_PAP.
+* Per task: SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 48, 20 epochs, cosine schedule.
+* Inference (``inference=etf``): argmax_c z^T e_c; ``inference=ncm``: nearest class mean in
+  z-space, the class means being normalize(h(mu_c)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cfs import hookimpl
+from cfs.engine.state import RunState
+from cfs.errors import CfsError
+from cfs.features import cached_features, run_cache
+from cfs.models.adapters import FeatureAdapter, train_on_features
+from cfs.models.prototypes import class_means, orthonormal_basis, simplex_etf
+from cfs.registry import Registry
+from cfs.strategy import Strategy
+
+
+@dataclass
+class NcptmOptions:
+    proj_dim: int = 512
+    hidden: int = 2048
+    adapter_dim: int = 64
+    adapter_scale: float = 0.1
+    train_adapter: bool = True
+    lam_pap: float = 1.0
+    loss: str = "dot_regression"
+    ce_scale: float = 16.0
+    inference: str = "etf"
+    epochs: int = 20
+    lr: float = 0.01
+    batch_size: int = 48
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    etf_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("dot_regression", "ce"):
+            raise ValueError(f"loss must be dot_regression or ce, not {self.loss!r}")
+        if self.inference not in ("etf", "ncm"):
+            raise ValueError(f"inference must be etf or ncm, not {self.inference!r}")
+
+
+class Projection(nn.Module):
+    """h: MLP d -> hidden -> d', LayerNorm, then L2 normalisation (outputs lie on the sphere)."""
+
+    def __init__(self, dim: int, hidden: int, out: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, out), nn.LayerNorm(out))
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(f), dim=1)
+
+
+def dot_regression_loss(z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """mean over rows of 1/2 (z_i^T t_i - 1)^2 (z, targets: (B, d), z L2-normalised)."""
+    return 0.5 * ((z * targets).sum(1) - 1.0).pow(2).mean()
+
+
+def pap_loss(proj: nn.Module, means: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """1/|C_old| sum_c 1/2 (normalize(h(mu_c))^T e_c - 1)^2: old prototypes stay on their
+    (regenerated) ETF vertices. ``means`` (C_old, d), ``targets`` (C_old, d')."""
+    return dot_regression_loss(proj(means), targets)
+
+
+class NcptmCil(Strategy):
+    """NCPTM-CIL: dynamic simplex-ETF classifier, ETF alignment and PAP on a frozen PTM."""
+
+    name = "ncptm-cil"
+    compatibility = frozenset({"class-incremental"})
+    Options = NcptmOptions
+
+    def __init__(self, options: Any | None = None) -> None:
+        super().__init__(options)
+        self.adapter: FeatureAdapter | None = None
+        self.proj: Projection | None = None
+        self.basis: torch.Tensor | None = None
+        self.means: torch.Tensor | None = None  # adapter-feature class means, row = label
+        self.history: list[float] = []
+
+    def etf(self, k: int, device: torch.device) -> torch.Tensor:
+        """(d', K) targets of the first K classes."""
+        return simplex_etf(self.basis, k).float().to(device)
+
+    def _setup(self, state: RunState, dim: int) -> None:
+        o = self.options
+        k_max = state.scenario.num_classes
+        if o.proj_dim < k_max:
+            raise CfsError(f"ncptm-cil: proj_dim={o.proj_dim} cannot hold a simplex ETF of {k_max} classes; "
+                           f"set -o ncptm-cil.proj_dim={k_max} or more")
+        self.basis = orthonormal_basis(o.proj_dim, k_max, o.etf_seed)
+        self.adapter = FeatureAdapter(dim, o.adapter_dim, o.adapter_scale).to(state.device)
+        self.proj = Projection(dim, o.hidden, o.proj_dim).to(state.device)
+
+    @hookimpl
+    def cfs_train_experience(self, state: RunState) -> bool:
+        o = self.options
+        feats = cached_features(state, state.train_data.x)
+        labels = state.train_data.y.to(feats.device)
+        if self.proj is None:
+            self._setup(state, feats.shape[1])
+        first = self.means is None
+        train_adapter = first and o.train_adapter
+        self.adapter.requires_grad_(train_adapter)
+        E = self.etf(state.n_seen, feats.device)
+        old = None if first else self.means.to(feats.device)
+
+        def loss(fb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            z = self.proj(self.adapter(fb))
+            if o.loss == "dot_regression":
+                total = dot_regression_loss(z, E[:, yb].T)
+            else:
+                total = F.cross_entropy(o.ce_scale * z @ E, yb)
+            if old is not None and o.lam_pap:
+                total = total + o.lam_pap * pap_loss(self.proj, old, E[:, : len(old)].T)
+            return total
+
+        params = list(self.proj.parameters()) + (list(self.adapter.parameters()) if train_adapter else [])
+        self.proj.train()
+        with torch.enable_grad():
+            self.history = train_on_features(params, loss, feats, labels, epochs=o.epochs, lr=o.lr,
+                                             batch_size=o.batch_size, momentum=o.momentum,
+                                             weight_decay=o.weight_decay, generator=state.generator)
+        self.proj.eval()
+        self.adapter.requires_grad_(False)
+        with torch.no_grad():
+            new = class_means(self.adapter(feats), labels, state.experience.classes)
+        rows = torch.zeros(state.n_seen, new.shape[1], device=feats.device)
+        if old is not None:
+            rows[: len(old)] = old
+        rows[torch.as_tensor(state.experience.classes, device=feats.device)] = new
+        self.means = rows
+        return True
+
+    @hookimpl
+    def cfs_predict(self, state: RunState, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            z = self.proj(self.adapter(run_cache(state).prepared(state.model.backbone, x)))
+            if self.options.inference == "etf":
+                return z @ self.etf(state.n_seen, z.device)
+            return z @ self.proj(self.means.to(z.device)).T
+
+    def state_dict(self) -> dict[str, Any]:
+        def sd(m: nn.Module | None):
+            return None if m is None else {k: v.cpu() for k, v in m.state_dict().items()}
+
+        return {"adapter": sd(self.adapter), "proj": sd(self.proj), "basis": self.basis,
+                "means": None if self.means is None else self.means.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        o = self.options
+        self.basis, self.means = state["basis"], state["means"]
+        if state["adapter"] is not None:
+            dim = state["adapter"]["up.weight"].shape[0]
+            self.adapter = FeatureAdapter(dim, o.adapter_dim, o.adapter_scale)
+            self.adapter.load_state_dict(state["adapter"])
+            self.proj = Projection(dim, o.hidden, o.proj_dim)
+            self.proj.load_state_dict(state["proj"])
+            self.proj.eval()
+
+
+@hookimpl
+def cfs_add_strategies(registry: Registry) -> None:
+    registry.add(NcptmCil)
