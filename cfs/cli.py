@@ -125,6 +125,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"backbone {cfg.backbone}, {cfg.epochs} epochs, seed {cfg.seed}")
     if "console" in cfg.loggers:
         print(format_table(rows))
+    if scenario.kind == "fscil":  # per-session accuracy, base/novel (cfs.evaluation.fscil)
+        from cfs.evaluation.fscil import session_table
+        print("\n".join(session_table(r["fscil"], r["strategy"]) for r in rows))
     return 0
 
 

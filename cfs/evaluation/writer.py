@@ -26,6 +26,7 @@ import yaml
 import cfs
 from cfs.engine.runner import RunResult
 from cfs.evaluation import metrics as M
+from cfs.evaluation.fscil import fscil_metrics
 from cfs.evaluation.episodic import episodic_metrics, write_episodic_files
 from cfs.evaluation.csvlog import write_avalanche_csvs
 from cfs.evaluation.loggers import write_logs
@@ -71,6 +72,7 @@ def run_metrics(result: RunResult) -> dict[str, Any]:
         "avalanche_history": steps,
         "confusion_matrix": {"name": CONFUSION, "rows": "true class", "columns": "predicted class",
                              "counts": confusion.tolist()},
+        **({"fscil": fscil_metrics(R, n)} if result.state.scenario.kind == "fscil" else {}),
         "time": {"total_seconds": result.seconds, "train_seconds": result.timings.train_seconds,
                  "eval_seconds": result.timings.eval_seconds},
     }
