@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 def plot_accuracy_matrix(R: np.ndarray, path: Path, title: str) -> None:
     """Heatmap of R[i, j] (rows: after training i; columns: tested on j), in percent."""
     R = np.asarray(R, float) * 100
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * R.shape[1], 1.0 + 0.5 * R.shape[0]), dpi=100)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 + 0.6 * R.shape[1]), max(4.0, 1.0 + 0.5 * R.shape[0])), dpi=100)
     im = ax.imshow(R, vmin=0, vmax=100, cmap="viridis")
     for (i, j), v in np.ndenumerate(R):
         ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7, color="w" if v < 60 else "k")
