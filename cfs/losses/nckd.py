@@ -1,0 +1,76 @@
+"""NCKD (Zhang, Song, He; AAAI 2025; METHODS.md 5): transfer the teacher's neural-collapse
+geometry. NC1 pulls each projected student feature towards the teacher's centred class
+direction; NC2 matches the cosine Gram matrix of centred class means (the teacher's, or the
+ideal simplex ETF with ``target="etf"``). The formulas are METHODS.md's [PROPOSED] reading;
+the paper's own equations were not available.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def centred_directions(means: torch.Tensor, global_mean: torch.Tensor) -> torch.Tensor:
+    """Rows ``normalize(mu_c - mu_G)`` of the (C, D) class means."""
+    return F.normalize(means - global_mean.unsqueeze(0), dim=1)
+
+
+def nc1_loss(student: torch.Tensor, y: torch.Tensor, teacher_dirs: torch.Tensor,
+             teacher_global: torch.Tensor) -> torch.Tensor:
+    """``(1/B) sum_i || normalize(g(h_i) - mu_G^T) - m_{y_i}^T ||^2``."""
+    z = F.normalize(student.float() - teacher_global.detach().float(), dim=1)
+    return (z - teacher_dirs.detach().float()[y]).pow(2).sum(1).mean()
+
+
+def etf_gram(n: int, device: torch.device | None = None) -> torch.Tensor:
+    """The Gram matrix of a simplex ETF: ``(C/(C-1)) (I - 11^T/C)`` (unit diagonal)."""
+    eye = torch.eye(n, device=device)
+    return n / max(n - 1, 1) * (eye - torch.full((n, n), 1.0 / n, device=device))
+
+
+def nc2_loss(student_dirs: torch.Tensor, teacher_dirs: torch.Tensor | None, target: str = "teacher") -> torch.Tensor:
+    """``(1/C^2) || M_S M_S^T - G ||_F^2`` with ``G`` the teacher's Gram or the ideal ETF's."""
+    s = student_dirs.float()
+    n = s.shape[0]
+    if target == "teacher":
+        t = teacher_dirs.detach().float()
+        goal = t @ t.T
+    elif target == "etf":
+        goal = etf_gram(n, s.device)
+    else:
+        raise ValueError(f"unknown NC2 target {target!r} (use 'teacher' or 'etf')")
+    return (s @ s.T - goal).pow(2).sum() / (n * n)
+
+
+class ClassMeanEMA:
+    """Student class means tracked across batches: ``mu <- m mu (detached) + (1-m) batch mean``.
+
+    The current batch's share keeps its gradient, so NC2 trains the student through it; a
+    class met for the first time starts at its batch mean. The global mean is tracked the
+    same way from the batch mean.
+    """
+
+    def __init__(self, n_classes: int, dim: int, momentum: float = 0.9, device: torch.device | None = None) -> None:
+        self.momentum = momentum
+        self.means = torch.zeros(n_classes, dim, device=device)
+        self.seen = torch.zeros(n_classes, dtype=torch.bool, device=device)
+        self.global_mean: torch.Tensor | None = None
+
+    def update(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fold a batch in; return (means with the batch's gradient, global mean)."""
+        m = self.momentum
+        n = self.means.shape[0]
+        counts = torch.bincount(y, minlength=n).float()
+        sums = torch.zeros(n, z.shape[1], device=z.device, dtype=z.dtype).index_add(0, y, z)
+        present = counts > 0
+        batch_means = sums / counts.clamp(min=1).unsqueeze(1)
+        old = self.means.to(z.dtype)
+        blended = torch.where(self.seen.unsqueeze(1), m * old + (1 - m) * batch_means, batch_means)
+        means = torch.where(present.unsqueeze(1), blended, old)
+        g = z.mean(0)
+        glob = g if self.global_mean is None else m * self.global_mean.to(z.dtype) + (1 - m) * g
+        self.means = means.detach()
+        self.seen = self.seen | present
+        self.global_mean = glob.detach()
+        return means, glob

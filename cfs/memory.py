@@ -1,0 +1,209 @@
+"""Exemplar memories for rehearsal: a class-balanced memory and a reservoir buffer.
+
+:class:`ClassBalancedMemory` (replay, iCaRL) keeps, for every class seen, its exemplars in
+priority order (herding order, or a uniform random order), so shrinking to ``m`` per class
+when new classes arrive is keeping the first ``m``: the total budget is never exceeded and
+classes stay balanced. :class:`ReservoirBuffer` (DER++, online ER) keeps a uniform sample of
+every example ever offered, with per-example payloads such as logits. Images are stored in
+the data set's own dtype (uint8 for images, 4x smaller than float) on the run's device.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from cfs.data.arrays import ArrayDataset
+from cfs.errors import CfsError
+
+SELECTIONS = ("herding", "reservoir")
+
+
+def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
+    """iCaRL herding (METHODS.md 11.3): indices ``p_1..p_m`` greedily chosen so that the mean of
+    the chosen L2-normalised features stays closest to the class mean ``mu``:
+    ``p_k = argmin_x || mu - (phi(x) + sum_{j<k} phi(p_j)) / k ||``, without replacement."""
+    phi = F.normalize(features.float(), dim=1)
+    mu = phi.mean(0)
+    m = min(m, phi.shape[0])
+    chosen: list[int] = []
+    running = torch.zeros_like(mu)
+    available = torch.ones(phi.shape[0], dtype=torch.bool, device=phi.device)
+    for k in range(1, m + 1):
+        dist = (mu.unsqueeze(0) - (running.unsqueeze(0) + phi) / k).norm(dim=1)
+        dist = dist.masked_fill(~available, float("inf"))
+        i = int(dist.argmin())
+        chosen.append(i)
+        available[i] = False
+        running += phi[i]
+    return torch.tensor(chosen, dtype=torch.long, device=features.device)
+
+
+class ClassBalancedMemory:
+    """Per-class exemplars in priority order under a total ``budget`` or a fixed ``per_class``.
+
+    With a total budget, every class holds ``budget // n_classes`` exemplars (old classes shrink
+    as classes arrive); with ``per_class`` the quota is fixed and the memory grows.
+    """
+
+    def __init__(self, budget: int = 2000, per_class: int | None = None, selection: str = "herding") -> None:
+        if selection not in SELECTIONS:
+            raise CfsError(f"unknown exemplar selection {selection!r}; use one of {', '.join(SELECTIONS)}")
+        if per_class is None and budget < 1:
+            raise CfsError("memory budget must be at least 1 (e.g. -o replay.budget=2000)")
+        self.budget = budget
+        self.per_class = per_class
+        self.selection = selection
+        self.store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def quota(self, n_classes: int) -> int:
+        """Exemplars per class once ``n_classes`` classes are stored."""
+        return self.per_class if self.per_class is not None else self.budget // max(n_classes, 1)
+
+    def __len__(self) -> int:
+        return sum(len(y) for _, y in self.store.values())
+
+    @property
+    def classes(self) -> list[int]:
+        return sorted(self.store)
+
+    def counts(self) -> dict[int, int]:
+        return {c: len(y) for c, (_, y) in sorted(self.store.items())}
+
+    def shrink(self, m: int) -> None:
+        """Keep the first ``m`` exemplars (the highest-priority ones) of every class."""
+        self.store = {c: (x[:m], y[:m]) for c, (x, y) in self.store.items()}
+
+    def update(self, data: ArrayDataset, embed: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               generator: torch.Generator | None = None) -> None:
+        """Add the classes of ``data`` not stored yet, shrinking the others to the new quota.
+
+        ``embed(x_raw) -> features`` is needed for herding; reservoir order is a seeded
+        uniform permutation (the order reservoir sampling over the class's stream gives).
+        """
+        new = [int(c) for c in torch.unique(data.y).tolist() if int(c) not in self.store]
+        m = self.quota(len(self.store) + len(new))
+        if m < 1:
+            raise CfsError(f"memory budget {self.budget} is smaller than the {len(self.store) + len(new)} classes seen")
+        self.shrink(m)
+        for c in new:
+            rows = (data.y == c).nonzero().flatten()
+            if self.selection == "herding":
+                if embed is None:
+                    raise CfsError("herding selection needs the model's features")
+                order = herding_order(embed(data.x[rows]), m)
+            else:
+                dev = generator.device if generator is not None else rows.device
+                order = torch.randperm(len(rows), generator=generator, device=dev)[:m].to(rows.device)
+            keep = rows[order]
+            self.store[c] = (data.x[keep].clone(), data.y[keep].clone())
+
+    def dataset(self) -> ArrayDataset | None:
+        """All exemplars as one data set (``None`` while empty)."""
+        if not self.store:
+            return None
+        xs, ys = zip(*(self.store[c] for c in self.classes))
+        return ArrayDataset(torch.cat(xs), torch.cat(ys))
+
+    def state_dict(self) -> dict:
+        return {c: (x.cpu(), y.cpu()) for c, (x, y) in self.store.items()}
+
+    def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        self.store = {int(c): (x.to(device), y.to(device)) for c, (x, y) in state.items()}
+
+
+class ReservoirBuffer:
+    """Reservoir sampling (Vitter's algorithm R) over a stream of examples.
+
+    After ``n`` examples were offered, each is in the buffer with probability
+    ``capacity / n``. Besides ``x`` and ``y`` it stores ``logits`` of varying width
+    (``widths[i]`` valid columns, for heads that grow) as DER needs.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise CfsError("buffer size must be at least 1 (e.g. -o derpp.buffer=200)")
+        self.capacity = capacity
+        self.seen = 0
+        self.x: torch.Tensor | None = None
+        self.y: torch.Tensor | None = None
+        self.logits: torch.Tensor | None = None
+        self.widths: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return min(self.seen, self.capacity)
+
+    def _allocate(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None) -> None:
+        self.x = torch.zeros((self.capacity, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        self.y = torch.zeros(self.capacity, dtype=y.dtype, device=y.device)
+        self.widths = torch.zeros(self.capacity, dtype=torch.long, device=y.device)
+        if logits is not None:
+            self.logits = torch.zeros(self.capacity, logits.shape[1], dtype=torch.float32, device=x.device)
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None = None,
+            generator: torch.Generator | None = None) -> None:
+        """Offer a batch; example ``n`` (0-based) goes to slot ``n`` while there is room, else to a
+        uniform slot in ``[0, n]`` if that slot is below capacity."""
+        if self.x is None:
+            self._allocate(x, y, logits)
+        b = x.shape[0]
+        pos = torch.arange(self.seen, self.seen + b, device=x.device)
+        dev = generator.device if generator is not None else x.device
+        draw = (torch.rand(b, generator=generator, device=dev).to(x.device) * (pos + 1).float()).long()
+        slot = torch.where(pos < self.capacity, pos, draw)
+        take = slot < self.capacity
+        self.seen += b
+        if not take.any():
+            return
+        slot, src = slot[take], take.nonzero().flatten()
+        self.x[slot] = x[src].to(self.x.dtype)
+        self.y[slot] = y[src]
+        if logits is not None:
+            if logits.shape[1] > self.logits.shape[1]:
+                self.logits = F.pad(self.logits, (0, logits.shape[1] - self.logits.shape[1]))
+            self.logits[slot] = 0
+            self.logits[slot, : logits.shape[1]] = logits[src].detach().float()
+            self.widths[slot] = logits.shape[1]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Indices of ``min(n, len)`` distinct stored examples, uniformly."""
+        dev = generator.device if generator is not None else self.y.device
+        return torch.randperm(len(self), generator=generator, device=dev)[:n].to(self.y.device)
+
+    def state_dict(self) -> dict:
+        def cpu(t: torch.Tensor | None):
+            return None if t is None else t.cpu()
+
+        return {"capacity": self.capacity, "seen": self.seen, "x": cpu(self.x), "y": cpu(self.y),
+                "logits": cpu(self.logits), "widths": cpu(self.widths)}
+
+    def load_state_dict(self, state: dict, device: torch.device | str = "cpu") -> None:
+        self.capacity, self.seen = state["capacity"], state["seen"]
+        for key in ("x", "y", "logits", "widths"):
+            value = state[key]
+            setattr(self, key, None if value is None else value.to(device))
+
+
+def unprepare(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Undo a normalisation ``(x / 255 - mean) / std`` (uint8 data) or ``(x - mean) / std``
+    (float data), to store a prepared batch as compactly as the data set stores its images."""
+    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
+    x = x.detach().float() * s + m
+    if dtype == torch.uint8:
+        return (x * 255).round_().clamp_(0, 255).to(torch.uint8)
+    return x.to(dtype)
+
+
+@torch.no_grad()
+def embed_raw(state, x: torch.Tensor, batch_size: int = 512, model: torch.nn.Module | None = None) -> torch.Tensor:
+    """Features of raw images ``x`` under the run's test transform, ``model`` (default the
+    run's) in eval mode: the features herding and class means are computed from."""
+    model = state.model if model is None else model
+    was_training = model.training
+    model.eval()
+    out = [model.features(state.prepare(x[i : i + batch_size])).float() for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)

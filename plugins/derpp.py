@@ -1,0 +1,105 @@
+"""DER++ (Buzzega et al., NeurIPS 2020; METHODS.md 11.5).
+
+A reservoir buffer of (x, y, z), z the logits when x was inserted. Loss on a batch:
+``CE(f(x_t), y_t) + alpha ||f(x') - z'||^2 + beta CE(f(x''), y'')`` with (x', z') and
+(x'', y'') two independent buffer samples of ``minibatch`` examples (default: the batch size).
+``beta=0`` is plain DER. Defaults: buffer 500, alpha 0.2, beta 0.5 (mammoth, seq-CIFAR-10).
+
+Heads grow here, unlike mammoth's fixed head: a stored z covers the classes seen when it was
+stored and only those columns are matched. The engine hands hooks the augmented, normalised
+batch, so the buffer stores that view, converted back to uint8 when the data are uint8 (as
+compact as the data set); it is replayed as stored (``augment_replay=True`` re-augments it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cfs import hookimpl
+from cfs.engine.state import RunState
+from cfs.memory import ReservoirBuffer, unprepare
+from cfs.registry import Registry
+from cfs.strategy import Strategy
+
+
+@dataclass
+class DERppOptions:
+    buffer: int = 500
+    alpha: float = 0.2
+    beta: float = 0.5
+    minibatch: int | None = None
+    augment_replay: bool = False
+
+
+def masked_logit_mse(out: torch.Tensor, stored: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the stored columns of each row (``widths[i]`` of them)."""
+    k = min(out.shape[1], stored.shape[1])
+    cols = torch.arange(k, device=out.device).unsqueeze(0)
+    mask = (cols < widths.unsqueeze(1)).float()
+    return ((out[:, :k].float() - stored[:, :k]).pow(2) * mask).sum() / mask.sum().clamp(min=1)
+
+
+class DERpp(Strategy):
+    """Dark Experience Replay++: replay logits (alpha) and labels (beta) from a reservoir."""
+
+    name = "derpp"
+    compatibility = frozenset({"class-incremental"})
+    Options = DERppOptions
+
+    def __init__(self, options: Any | None = None) -> None:
+        super().__init__(options)
+        self.buffer = ReservoirBuffer(self.options.buffer)
+
+    def _replayed(self, state: RunState, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.buffer.sample(n, state.generator)
+        if self._stores_prepared(state):
+            return idx, self.buffer.x[idx]
+        return idx, state.prepare(self.buffer.x[idx], train=self.options.augment_replay)
+
+    @staticmethod
+    def _stores_prepared(state: RunState) -> bool:
+        """A resizing transform cannot be inverted: the prepared view itself is stored."""
+        return bool(getattr(state.transform, "resize", None))
+
+    @hookimpl
+    def cfs_loss(self, state: RunState) -> torch.Tensor | None:
+        if not len(self.buffer):
+            return None
+        o = self.options
+        n = o.minibatch or state.config.batch_size
+        loss = state.outputs.new_zeros((), dtype=torch.float32)
+        if o.alpha:
+            idx, x = self._replayed(state, n)
+            loss = loss + o.alpha * masked_logit_mse(state.model(x), self.buffer.logits[idx], self.buffer.widths[idx])
+        if o.beta:
+            idx, x = self._replayed(state, n)
+            out = state.model(x)[:, : state.n_seen]
+            loss = loss + o.beta * F.cross_entropy(out.float(), self.buffer.y[idx])
+        return loss
+
+    @hookimpl
+    def cfs_after_batch(self, state: RunState) -> None:
+        if state.outputs is None:
+            return
+        x, y = state.batch
+        t = state.transform
+        if self._stores_prepared(state):
+            raw = x.detach().clone()
+        else:
+            raw = unprepare(x, t.mean, t.std, state.train_data.x.dtype)
+        self.buffer.add(raw, y, state.outputs.detach()[: len(y)], generator=state.generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"buffer": self.buffer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.buffer.load_state_dict(state["buffer"])
+
+
+@hookimpl
+def cfs_add_strategies(registry: Registry) -> None:
+    registry.add(DERpp)

@@ -1,0 +1,138 @@
+"""Elastic Weight Consolidation (Kirkpatrick et al., PNAS 2017; METHODS.md 11.2), and its
+online variant (EWC-on, Schwarz et al. 2018; mammoth).
+
+After each experience the diagonal empirical Fisher ``F`` (mean over the experience's
+training batches of the squared CE gradients, clamped from above at ``fisher_max`` as PyCIL
+does) and the weights ``theta*`` are stored; later experiences add
+``(lam / 2) sum_k F_k (theta_k - theta*_k)^2``.
+
+* default (PyCIL): ``F <- a F_old + (1 - a) F_new`` with ``a`` = old classes / all classes,
+  ``lam = 1000``, and the CE uses only the new-class logits (``new_class_ce``);
+* ``online=True`` (EWC-on): ``F <- gamma F_old + F_new``, penalty ``lam * sum F (theta -
+  theta*)^2`` (no 1/2, as mammoth), ``lam = 10``, ``gamma = 1``.
+
+Head rows added after a Fisher was taken have no Fisher entry and are not penalised.
+Difference from mammoth's EWC-on: its Fisher weighs per-example squared gradients by the
+predicted probability; here both variants share PyCIL's batch empirical Fisher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cfs import hookimpl
+from cfs.engine.state import RunState
+from cfs.losses import new_class_cross_entropy
+from cfs.registry import Registry
+from cfs.strategy import Strategy
+
+
+@dataclass
+class EWCOptions:
+    lam: float | None = None
+    online: bool = False
+    gamma: float = 1.0
+    fisher_max: float = 1e-4
+    new_class_ce: bool = True
+
+
+def _pad_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Zero-pad a stored tensor along dim 0 to a grown parameter's shape."""
+    if t.shape == shape:
+        return t
+    out = torch.zeros(shape, dtype=t.dtype, device=t.device)
+    out[: t.shape[0]] = t
+    return out
+
+
+def empirical_fisher(state: RunState, batch_size: int) -> dict[str, torch.Tensor]:
+    """Mean over batches of squared gradients of CE over the seen classes (PyCIL's Fisher)."""
+    model = state.model
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+    data = state.experience.train.to(state.device)
+    was_training = model.training
+    model.train()
+    n_batches = 0
+    for start in range(0, len(data), batch_size):
+        x = state.prepare(data.x[start : start + batch_size])
+        y = data.y[start : start + batch_size]
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x)[:, : state.n_seen], y).backward()
+        for n, p in params.items():
+            if p.grad is not None:
+                fisher[n] += p.grad.detach().pow(2)
+        n_batches += 1
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return {n: f / max(n_batches, 1) for n, f in fisher.items()}
+
+
+class EWC(Strategy):
+    """Elastic Weight Consolidation: a diagonal-Fisher quadratic penalty (online variant too)."""
+
+    name = "ewc"
+    compatibility = frozenset({"class-incremental"})
+    Options = EWCOptions
+
+    def __init__(self, options: Any | None = None) -> None:
+        super().__init__(options)
+        self.fisher: dict[str, torch.Tensor] = {}
+        self.anchor: dict[str, torch.Tensor] = {}
+        self.n_old = 0
+
+    @property
+    def lam(self) -> float:
+        if self.options.lam is not None:
+            return float(self.options.lam)
+        return 10.0 if self.options.online else 1000.0
+
+    @hookimpl
+    def cfs_base_loss(self, state: RunState) -> torch.Tensor | None:
+        if not self.options.new_class_ce or not self.fisher or self.options.online:
+            return None
+        return new_class_cross_entropy(state.outputs, state.batch[1], self.n_old)
+
+    @hookimpl
+    def cfs_loss(self, state: RunState) -> torch.Tensor | None:
+        if not self.fisher:
+            return None
+        penalty = state.outputs.new_zeros((), dtype=torch.float32)
+        for n, p in state.model.named_parameters():
+            if n in self.fisher:
+                rows = self.fisher[n].shape[0] if p.dim() else None
+                cur = p[:rows] if rows is not None and p.shape != self.fisher[n].shape else p
+                penalty = penalty + (self.fisher[n] * (cur - self.anchor[n]).pow(2)).sum()
+        return self.lam * penalty if self.options.online else self.lam / 2 * penalty
+
+    @hookimpl
+    def cfs_after_training_exp(self, state: RunState) -> None:
+        new = {n: f.clamp(max=self.options.fisher_max) for n, f in
+               empirical_fisher(state, state.config.batch_size).items()}
+        if self.fisher:
+            if self.options.online:
+                new = {n: self.options.gamma * _pad_to(self.fisher[n], f.shape) + f if n in self.fisher else f
+                       for n, f in new.items()}
+            else:
+                a = self.n_old / max(state.n_seen, 1)
+                new = {n: a * _pad_to(self.fisher[n], f.shape) + (1 - a) * f if n in self.fisher else f
+                       for n, f in new.items()}
+        self.fisher = new
+        self.anchor = {n: p.detach().clone() for n, p in state.model.named_parameters() if n in new}
+        self.n_old = state.n_seen
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fisher": {n: f.cpu() for n, f in self.fisher.items()},
+                "anchor": {n: a.cpu() for n, a in self.anchor.items()}, "n_old": self.n_old}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.fisher, self.anchor, self.n_old = dict(state["fisher"]), dict(state["anchor"]), state["n_old"]
+
+
+@hookimpl
+def cfs_add_strategies(registry: Registry) -> None:
+    registry.add(EWC)

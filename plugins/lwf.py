@@ -1,0 +1,47 @@
+"""Learning without Forgetting (Li & Hoiem, ECCV 2016; METHODS.md 11.1).
+
+The model from before the current experience is the teacher. On the new data the loss is
+``CE(new-class logits, y) + lam * KD_T(teacher old logits || student old logits)`` with KD_T
+the soft cross-entropy at temperature ``T`` (PyCIL: T = 2, lam = 3). ``new_class_ce=False``
+uses the cross-entropy over all seen classes instead of PyCIL's new-class-only one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cfs import hookimpl
+from cfs.engine.state import RunState
+from cfs.losses import soft_cross_entropy
+from cfs.registry import Registry
+from cfs.teacher import TeacherStrategy
+
+
+@dataclass
+class LwFOptions:
+    lam: float = 3.0
+    T: float = 2.0
+    new_class_ce: bool = True
+
+
+class LwF(TeacherStrategy):
+    """Learning without Forgetting: distil the previous model's old-class outputs (T=2, lam=3)."""
+
+    name = "lwf"
+    compatibility = frozenset({"class-incremental"})
+    Options = LwFOptions
+
+    @hookimpl
+    def cfs_loss(self, state: RunState) -> torch.Tensor | None:
+        if self.active_teacher(state) is None:
+            return None
+        n_old = self.teacher.n_classes
+        _, old_logits = self.teacher_outputs(state)
+        return self.options.lam * soft_cross_entropy(state.outputs[:, :n_old], old_logits, self.options.T)
+
+
+@hookimpl
+def cfs_add_strategies(registry: Registry) -> None:
+    registry.add(LwF)

@@ -1,0 +1,136 @@
+"""PCKD (Ding et al., TCSVT 2025; official code MuHeDing/PCKD; METHODS.md 7) as a continual
+regularizer.
+
+Teacher = previous model, category centres = the heads' rows (the student's first ``n_old``
+rows, so both centre sets cover the teacher's classes). Each batch yields ``views`` views
+(rotations by 0/90/180/270 degrees, [PROPOSED]); the engine's CE stays on view 0. Loss:
+``delta mean_i w_i KL_i + beta mean_{i,views} w_i L_con,i + alpha L_W + phi L_align`` with
+``w`` the preview weights (``t_e = 1.005^epoch``), KL the per-sample T^2-scaled KD on view 0,
+L_con the category contrast of ``u = W^S E_s(f)`` and ``v = W^T E_t(f)`` (tau 4, scale
+tau/0.07), L_W the MSE between the old head rows and the teacher head, L_align the cosine
+regression of an MLP projection (hidden 16 d_T) onto the teacher feature. Weights default to
+METHODS.md's proposal (delta 1, beta 0.1, alpha 1, phi 1); ``detach_weights=False`` keeps the
+gradient through ``w`` in the KD term as the official code does.
+
+``new_class_ce`` (default, LwF's protocol): once a teacher exists, a new-class sample's CE
+sees only the new-class logits, so the distillation term alone speaks for the old classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cfs import hookimpl
+from cfs.engine.state import RunState
+from cfs.losses import category_contrastive_loss, feature_alignment_loss, kd_loss, pckd_preview_weights
+from cfs.registry import Registry
+from cfs.teacher import TeacherStrategy
+
+
+@dataclass
+class PCKDOptions:
+    delta: float = 1.0
+    beta: float = 0.1
+    alpha: float = 1.0
+    phi: float = 1.0
+    T: float = 4.0
+    tau: float = 4.0
+    base_tau: float = 0.07
+    views: int = 4
+    detach_weights: bool = True
+    new_class_ce: bool = True
+
+
+class PCKDHeads(nn.Module):
+    """The student-side modules PCKD trains: the alignment MLP and the two embedding heads."""
+
+    def __init__(self, d_s: int, d_t: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(d_s, 16 * d_t), nn.BatchNorm1d(16 * d_t), nn.ReLU(), nn.Linear(16 * d_t, d_t))
+        self.embed_s = nn.Linear(d_s, d_s)
+        self.embed_t = nn.Linear(d_s, d_t)
+
+
+def rotated_views(x: torch.Tensor, views: int) -> torch.Tensor:
+    """``views`` copies of the batch rotated by 0, 90, 180, 270 degrees, view-major."""
+    return torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(views)])
+
+
+def head_matrix(head: nn.Module, rows: int) -> torch.Tensor:
+    """``[W | b]`` of the first ``rows`` classes (no bias column for a cosine head)."""
+    w = head.weight[:rows]
+    b = getattr(head, "bias", None)
+    return w if b is None else torch.cat([w, b[:rows].unsqueeze(1)], 1)
+
+
+class PCKD(TeacherStrategy):
+    """Preview-based category contrastive distillation from the previous model."""
+
+    name = "pckd"
+    compatibility = frozenset({"class-incremental"})
+    Options = PCKDOptions
+
+    def __init__(self, options: Any | None = None) -> None:
+        super().__init__(options)
+        self.heads: PCKDHeads | None = None
+
+    @hookimpl
+    def cfs_before_training_exp(self, state: RunState) -> None:
+        if self.heads is None and self.active_teacher(state) is not None:
+            d = state.model.backbone.out_dim
+            self.heads = PCKDHeads(d, d)
+        if self.heads is not None:
+            self.heads.to(state.device)
+
+    @hookimpl
+    def cfs_extra_parameters(self, state: RunState) -> list[nn.Parameter] | None:
+        return list(self.heads.parameters()) if self.heads is not None else None
+
+    @hookimpl
+    def cfs_loss(self, state: RunState) -> torch.Tensor | None:
+        teacher = self.active_teacher(state)
+        if teacher is None or self.heads is None:
+            return None
+        o, n_old = self.options, self.teacher.n_classes
+        x, y = state.batch
+        b = len(y)
+        if o.views > 1:
+            f_rot, _ = state.model.forward_all(rotated_views(x, o.views)[b:])
+            f_s = torch.cat([state.features, f_rot])
+        else:
+            f_s = state.features
+        f_t, z_t = self.teacher.forward_all(rotated_views(x, o.views))
+        labels = y.repeat(o.views)
+        ce = F.cross_entropy(state.outputs.float(), y, reduction="none")
+        w = pckd_preview_weights(ce, state.epoch + 1, detach=o.detach_weights)
+        loss = o.delta * (w * kd_loss(state.outputs[:, :n_old], z_t[:b], o.T, reduction="none")).mean()
+        u = F.normalize(self.heads.embed_s(f_s), dim=1) @ state.model.head.weight[:n_old].T
+        v = F.normalize(self.heads.embed_t(f_s), dim=1) @ teacher.head.weight.T
+        con = category_contrastive_loss(u, v, labels, o.tau, o.base_tau)
+        loss = loss + o.beta * (w.detach().repeat(o.views) * con).mean()
+        s_w, t_w = head_matrix(state.model.head, n_old), head_matrix(teacher.head, n_old)
+        if s_w.shape == t_w.shape:
+            loss = loss + o.alpha * F.mse_loss(s_w, t_w)
+        return loss + o.phi * feature_alignment_loss(self.heads.mlp(f_s), f_t)
+
+    def state_dict(self) -> dict[str, Any]:
+        heads = None if self.heads is None else {k: v.cpu() for k, v in self.heads.state_dict().items()}
+        return {**super().state_dict(), "heads": heads}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if state.get("heads") is not None:
+            w = state["heads"]
+            d_s = w["embed_s.weight"].shape[1]
+            self.heads = PCKDHeads(d_s, w["embed_t.weight"].shape[0])
+            self.heads.load_state_dict(w)
+
+
+@hookimpl
+def cfs_add_strategies(registry: Registry) -> None:
+    registry.add(PCKD)
