@@ -2,8 +2,10 @@
 
 ``lam * [mu (L_ins + beta L_cls) + nu L_cc]`` between the previous model's old-class logits
 and the student's, on the current batch (defaults of the mdistiller-style reimplementation:
-mu 0.5, beta 2, nu 0.4; ``variant="batch"`` for its B x B correlation). The per-element MSE of
-unit vectors is small and the correlation term grows with the logits' scale: tune ``lam``.
+mu 0.5, beta 2; ``variant="batch"`` for its B x B correlation). The per-element MSE of
+unit vectors is small, and the correlation term grows with the square of the logits' scale:
+with the reimplementation's nu = 0.4 it diverged (NaN) on split-digits at lr 0.05, so this
+plugin defaults to nu = 0.01 (``-o clkd.nu=0.4`` restores it; ``cfs distill`` keeps 0.4).
 
 ``new_class_ce`` (default, LwF's protocol): once a teacher exists, a new-class sample's CE
 sees only the new-class logits, so the distillation term alone speaks for the old classes.
@@ -27,7 +29,7 @@ class CLKDOptions:
     lam: float = 1.0
     mu: float = 0.5
     beta: float = 2.0
-    nu: float = 0.4
+    nu: float = 0.01
     variant: str = "class"
     new_class_ce: bool = True
 

@@ -1,0 +1,54 @@
+"""NCKD's NC1 / NC2 terms and the class-mean EMA against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cfs.losses import ClassMeanEMA, centred_directions, nc1_loss, nc2_loss
+from cfs.losses.nckd import etf_gram
+
+
+def test_centred_directions():
+    d = centred_directions(torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([1.0, 1.0]))
+    r = 1 / math.sqrt(2)
+    assert torch.allclose(d, torch.tensor([[r, -r], [-r, r]]), atol=1e-6)
+
+
+def test_nc1_hand_value():
+    # sample 0: normalize((1,0) - 0) = (1,0) vs class-0 direction (0,1): distance^2 = 2;
+    # sample 1: normalize((2,0)) = (1,0) vs class-1 direction (1,0): 0; mean = 1
+    dirs = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    feats = torch.tensor([[1.0, 0.0], [2.0, 0.0]])
+    assert nc1_loss(feats, torch.tensor([0, 1]), dirs, torch.zeros(2)).item() == pytest.approx(1.0)
+
+
+def test_nc2_hand_values():
+    student = torch.eye(2)  # Gram I
+    teacher = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # Gram all ones
+    assert nc2_loss(student, teacher).item() == pytest.approx(2 / 4)  # off-diagonal -1, -1
+    assert nc2_loss(student, None, target="etf").item() == pytest.approx(2 / 4)  # ETF off-diagonal -1
+    g3 = etf_gram(3)
+    assert torch.allclose(g3.diagonal(), torch.ones(3))
+    assert g3[0, 1].item() == pytest.approx(-0.5)
+
+
+def test_class_mean_ema_blends_and_keeps_batch_gradient():
+    ema = ClassMeanEMA(n_classes=3, dim=2, momentum=0.9)
+    ema.update(torch.tensor([[1.0, 0.0], [3.0, 0.0]]), torch.tensor([0, 0]))  # class 0 starts at (2, 0)
+    z = torch.tensor([[0.0, 4.0], [5.0, 5.0]], requires_grad=True)
+    means, glob = ema.update(z, torch.tensor([0, 1]))
+    assert means[0].tolist() == pytest.approx([0.9 * 2 + 0.1 * 0, 0.1 * 4])
+    assert means[1].tolist() == pytest.approx([5.0, 5.0])  # first seen: its batch mean
+    assert means[2].tolist() == [0.0, 0.0] and not bool(ema.seen[2])
+    assert glob.tolist() == pytest.approx([0.9 * 2.0 + 0.1 * 2.5, 0.1 * 4.5])
+    means[0].sum().backward()
+    assert z.grad[0].tolist() == pytest.approx([0.1, 0.1]) and z.grad[1].tolist() == [0.0, 0.0]
+
+
+def test_teacher_gets_no_gradient(no_teacher_grad):
+    y = torch.tensor([0, 1, 2])
+    no_teacher_grad(lambda s, t: nc1_loss(s, y, t, torch.zeros(3)), torch.randn(3, 3), torch.eye(3))
+    no_teacher_grad(lambda s, t: nc2_loss(s, t), torch.randn(3, 3), torch.randn(3, 3))
