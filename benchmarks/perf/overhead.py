@@ -1,0 +1,105 @@
+"""How much time does the cfs engine add over a bare PyTorch loop?
+
+Both sides run class-incremental fine-tuning on the same scenario (same data tensors, model
+architecture, seed, epochs, batch size, optimizer) and do the same work per experience: grow
+the head, build an SGD optimizer, train, then evaluate the whole test stream. They run in one
+process, alternating, and we report medians and the ratio cfs / bare.
+
+Regimes: a small MLP on scikit-learn digits (per-batch overhead shows most) and a CNN
+(ResNet-32) on 32x32 images (compute-bound). Targets: <= 1.10 (MLP) and <= 1.03 (CNN).
+
+    python benchmarks/perf/overhead.py [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from cfs.config import resolve
+from cfs.data import load_dataset
+from cfs.data.transforms import BatchTransform
+from cfs.engine.runner import build_model, run_strategy
+from cfs.plugins import get_plugin_manager
+from cfs.scenarios.base import Scenario
+from cfs.scenarios.class_incremental import build_stream, class_order, split_classes
+
+
+def make_scenario(name: str, data) -> Scenario:
+    order = class_order(data.num_classes, 1993)
+    return Scenario(name, "class-incremental", build_stream(data, order, split_classes(data.num_classes, 5)),
+                    order, [], BatchTransform(data.mean, data.std), data.input_shape)
+
+
+def bare_loop(pm, cfg, scenario: Scenario) -> float:
+    """Plain PyTorch: the same work the engine does, with no hooks, state or bookkeeping."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model = build_model(pm, cfg, scenario)
+    tf = scenario.transform
+    test_x = torch.cat([e.test.x for e in scenario.experiences])
+    test_y = torch.cat([e.test.y for e in scenario.experiences])
+    t0 = time.perf_counter()
+    n_seen = 0
+    for exp in scenario.experiences:
+        n_seen = max(exp.classes) + 1
+        model.head.expand(n_seen - model.head.out_features)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+        x_all, y_all = exp.train.x, exp.train.y
+        model.train()
+        for _ in range(cfg.epochs):
+            order = torch.randperm(len(y_all), generator=gen)
+            for s in range(0, len(y_all), cfg.batch_size):
+                idx = order[s : s + cfg.batch_size]
+                x, y = tf(x_all[idx]), y_all[idx]
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        model.eval()
+        with torch.no_grad():
+            correct = 0
+            for s in range(0, len(test_y), cfg.eval_batch_size):
+                pred = model(tf(test_x[s : s + cfg.eval_batch_size]))[:, :n_seen].argmax(1)
+                correct += int((pred == test_y[s : s + cfg.eval_batch_size]).sum())
+    return time.perf_counter() - t0
+
+
+def cfs_loop(pm, cfg, scenario: Scenario) -> float:
+    result = run_strategy(pm, cfg, "finetune", scenario, progress=False)
+    return result.seconds
+
+
+def measure(name: str, cfg, scenario: Scenario, repeats: int) -> float:
+    pm = get_plugin_manager()
+    bare, ours = [], []
+    cfs_loop(pm, cfg, scenario)  # warm-up (allocator, kernels)
+    for _ in range(repeats):
+        bare.append(bare_loop(pm, cfg, scenario))
+        ours.append(cfs_loop(pm, cfg, scenario))
+    b, o = statistics.median(bare), statistics.median(ours)
+    print(f"{name:28s} bare {b:7.3f}s  cfs {o:7.3f}s  ratio {o / b:.3f}  (medians of {repeats})")
+    return o / b
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    digits = make_scenario("digits", load_dataset("digits"))
+    mlp_cfg = resolve({"backbone": "mlp", "epochs": 10, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "device": "cpu"})
+    images = load_dataset("synthetic", n_train_per_class=60, n_test_per_class=20, shape=(3, 32, 32))
+    images = make_scenario("synthetic-32px", images)
+    cnn_cfg = resolve({"backbone": "resnet32", "epochs": 2, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "device": "cpu"})
+    r1 = measure("MLP / digits", mlp_cfg, digits, args.repeats)
+    r2 = measure("ResNet-32 / 32x32 images", cnn_cfg, images, args.repeats)
+    print(f"overhead: MLP {100 * (r1 - 1):+.1f}% (target <= +10%), CNN {100 * (r2 - 1):+.1f}% (target <= +3%)")
+
+
+if __name__ == "__main__":
+    main()

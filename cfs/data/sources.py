@@ -1,0 +1,399 @@
+"""Loaders that turn a data set on disk (or a generator) into an in-memory :class:`DataSplit`.
+
+Every loader has the signature ``loader(root, download=False, **options) -> DataSplit`` and
+returns uint8 NCHW images (float32 for synthetic data), int64 labels, class names in label
+order and the mean/std the images are normalised with. Files are read in the formats their
+usual distributions use (torchvision's CIFAR pickles and MNIST idx files, an ImageFolder tree
+of JPEGs), so data downloaded by torchvision, the Debian ``dataset-fashion-mnist`` package
+and the offline ``cifar10-jpg`` archive all work without conversion. Missing data is a
+one-line :class:`CfsError` naming the path expected and how to provide it; nothing is
+downloaded unless ``download=True``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torchvision
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as TF
+
+from cfs.data.arrays import ArrayDataset, DataSplit
+from cfs.data.cache import cached_split
+from cfs.errors import CfsError
+
+# Where Debian's ``dataset-fashion-mnist`` package installs the four idx files.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"
+)
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100_STATS = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
+MNIST_STATS = ((0.1307,), (0.3081,))
+FASHION_MNIST_STATS = ((0.2860,), (0.3530,))
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp"})
+_ARCHIVE = "../shared/data/cifar10-jpg.tar.gz"
+_TV_DECODER_DEPRECATION = "The image decoding and encoding capabilities of TorchVision"
+
+
+def default_root(root: str | Path | None) -> Path:
+    """``root`` if given, else ``$CFS_DATA_ROOT``, else ``./data``."""
+    if root is not None:
+        return Path(root).expanduser()
+    return Path(os.environ.get("CFS_DATA_ROOT") or "data").expanduser()
+
+
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 NCHW images on the 0..1 scale.
+
+    Sums run in float64 over chunks, so 50,000 CIFAR images need tens of MB, not the GB a
+    float copy of the whole tensor would.
+    """
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for chunk in x.split(2048):
+        c = chunk.to(torch.float64) / 255.0
+        total += c.sum(dim=(0, 2, 3))
+        squares += (c * c).sum(dim=(0, 2, 3))
+    count = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (squares / count - mean * mean).clamp_min(0).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _download(dataset_cls: type, root: Path, title: str) -> None:
+    """Let torchvision fetch ``dataset_cls`` into ``root``; a failure (e.g. no network) is a
+    CfsError, not a traceback."""
+    try:
+        dataset_cls(str(root), train=True, download=True)
+    except (OSError, RuntimeError) as exc:
+        raise CfsError(f"downloading {title} into {root} failed: {_one_line(exc)}") from exc
+
+
+# ---------------------------------------------------------------- generated and built-in data
+
+
+def load_digits(root: str | Path | None = None, download: bool = False) -> DataSplit:
+    """scikit-learn's 1,797 8x8 digits (ships with scikit-learn, so always available).
+
+    Pixels 0..16 are scaled to uint8 0..255; the test part is a fixed stratified 30 %
+    (``random_state=0``), so every run and method sees the same split.
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sklearn_digits()
+    x = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, bunch.target, test_size=0.3, stratify=bunch.target, random_state=0
+    )
+    names = [str(n) for n in bunch.target_names]
+    train = ArrayDataset(torch.from_numpy(x_tr), torch.from_numpy(y_tr), names)
+    test = ArrayDataset(torch.from_numpy(x_te), torch.from_numpy(y_te), names)
+    return DataSplit("digits", train, test, *channel_stats(train.x))
+
+
+def load_synthetic(
+    root: str | Path | None = None,
+    download: bool = False,
+    *,
+    n_classes: int = 10,
+    n_train_per_class: int = 100,
+    n_test_per_class: int = 20,
+    shape: Sequence[int] = (1, 8, 8),
+    seed: int = 0,
+    noise: float = 1.0,
+) -> DataSplit:
+    """Gaussian class clusters: a learnable, instant, deterministic data set for tests.
+
+    Class centres are standard normal in ``prod(shape)`` dimensions and samples add
+    ``noise``-scaled normal noise, so with the defaults a linear model separates the classes
+    well. The same ``seed`` gives the same tensors. ``x`` is float32, already normalised.
+    """
+    shape = tuple(int(s) for s in shape)
+    gen = torch.Generator().manual_seed(int(seed))
+    dim = int(np.prod(shape))
+    centres = torch.randn(n_classes, dim, generator=gen)
+
+    def sample(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(n_classes).repeat_interleave(per_class)
+        x = centres[y] + noise * torch.randn(len(y), dim, generator=gen)
+        order = torch.randperm(len(y), generator=gen)
+        return x[order].view(-1, *shape), y[order]
+
+    names = [f"class_{k}" for k in range(n_classes)]
+    train = ArrayDataset(*sample(n_train_per_class), names)
+    test = ArrayDataset(*sample(n_test_per_class), names)
+    return DataSplit("synthetic", train, test, (0.0,) * shape[0], (1.0,) * shape[0])
+
+
+# ---------------------------------------------------------------- CIFAR pickles
+
+
+def _read_cifar_pickles(folder: Path, spec: type, name: str, stats: tuple) -> DataSplit:
+    """Read torchvision's CIFAR pickle layout (``spec`` is ``CIFAR10`` or ``CIFAR100``).
+
+    File names and keys come from torchvision's own class, so the format stays in step with
+    it; the pickles are read here rather than through the class because its md5 check
+    rejects anything but the original archive (a test fixture, a subset).
+    """
+
+    def unpickle(filename: str) -> dict:
+        with open(folder / filename, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+
+    names = list(unpickle(spec.meta["filename"])[spec.meta["key"]])
+
+    def part(files: list) -> ArrayDataset:
+        xs, ys = [], []
+        for filename, _md5 in files:
+            entry = unpickle(filename)
+            xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        return ArrayDataset(torch.from_numpy(np.concatenate(xs)), torch.tensor(ys), names)
+
+    return DataSplit(name, part(spec.train_list), part(spec.test_list), *stats)
+
+
+def _has_cifar_pickles(folder: Path, spec: type) -> bool:
+    files = [f for f, _ in spec.train_list + spec.test_list] + [spec.meta["filename"]]
+    return all((folder / f).is_file() for f in files)
+
+
+def _is_cifar10_tree(folder: Path) -> bool:
+    """Whether ``folder/{train,test}`` hold exactly the CIFAR-10 class folders: a root shared
+    with another image-folder data set must not be decoded as CIFAR-10."""
+    return all(
+        (folder / part).is_dir()
+        and sorted(p.name for p in (folder / part).iterdir() if p.is_dir()) == list(CIFAR10_CLASSES)
+        for part in ("train", "test")
+    )
+
+
+def load_cifar10(root: str | Path | None = None, download: bool = False) -> DataSplit:
+    """CIFAR-10 from torchvision's pickles (``<root>/cifar-10-batches-py``) or, failing that,
+    from a JPEG ImageFolder tree (``<root>/{train,test}`` or ``<root>/cifar10-jpg/{train,test}``,
+    the layout of the offline archive), decoded once and then cached."""
+    root = default_root(root)
+    spec = torchvision.datasets.CIFAR10
+    pickles = root / spec.base_folder
+    if _has_cifar_pickles(pickles, spec):
+        return _read_cifar_pickles(pickles, spec, "cifar10", CIFAR10_STATS)
+    for folder in (root, root / "cifar10-jpg"):
+        if _is_cifar10_tree(folder):
+            return _cached_imagefolder(folder, "cifar10", None, CIFAR10_STATS)
+    if download:
+        _download(spec, root, "CIFAR-10")
+        return _read_cifar_pickles(pickles, spec, "cifar10", CIFAR10_STATS)
+    raise CfsError(
+        f"CIFAR-10 not found: expected {pickles} (torchvision format) or "
+        f"{root / 'cifar10-jpg'}/{{train,test}}/{{airplane,...,truck}}/*.jpg; pass --download "
+        f"(download=True) to fetch it, or extract {_ARCHIVE} into {root}"
+    )
+
+
+def load_cifar100(root: str | Path | None = None, download: bool = False) -> DataSplit:
+    """CIFAR-100 (fine labels) from torchvision's pickles in ``<root>/cifar-100-python``."""
+    root = default_root(root)
+    spec = torchvision.datasets.CIFAR100
+    pickles = root / spec.base_folder
+    if not _has_cifar_pickles(pickles, spec):
+        if not download:
+            raise CfsError(
+                f"CIFAR-100 not found: expected {pickles}/{{train,test,meta}} (torchvision "
+                f"format); pass --download (download=True) to fetch it, or extract "
+                f"cifar-100-python.tar.gz into {root}"
+            )
+        _download(spec, root, "CIFAR-100")
+    return _read_cifar_pickles(pickles, spec, "cifar100", CIFAR100_STATS)
+
+
+# ---------------------------------------------------------------- MNIST idx files
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """A uint8 idx file (MNIST's format; gzipped if the name ends in ``.gz``) as a tensor.
+
+    Read here rather than with torchvision's reader because that one opens only unzipped
+    files in ``<root>/<Name>/raw``, while Debian ships the ``.gz`` files in a flat folder.
+    """
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
+        raise CfsError(f"{path} is not a uint8 idx file (MNIST format); replace it")
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise CfsError(f"{path} is truncated: header says {dims}, {data.size} bytes follow")
+    return torch.from_numpy(data.reshape(dims).copy())
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _find_idx_folder(folders: list[Path], stems: list[str]) -> Path | None:
+    for folder in folders:
+        if all(_idx_file(folder, stem) for stem in stems):
+            return folder
+    return None
+
+
+def _load_mnist_like(
+    spec: type, name: str, stats: tuple, root: Path, download: bool, extra: list[Path]
+) -> DataSplit:
+    """MNIST-format data from ``<root>/<Name>/raw`` (torchvision), ``<root>`` itself or
+    ``extra`` folders, each holding the four idx files, gzipped or not."""
+    stems = [Path(f).name.removesuffix(".gz") for f, _md5 in spec.resources]
+    raw = root / spec.__name__ / "raw"
+    candidates = [raw, root, *extra]
+    folder = _find_idx_folder(candidates, stems)
+    if folder is None and download:
+        _download(spec, root, spec.__name__)
+        folder = _find_idx_folder(candidates, stems)
+    if folder is None:
+        where = " or ".join(str(c) for c in candidates)
+        raise CfsError(
+            f"{spec.__name__} not found: expected {', '.join(s + '.gz' for s in stems)} in "
+            f"{where}; pass --download (download=True) to fetch it"
+            + (" or apt-get install dataset-fashion-mnist" if name == "fashion-mnist" else "")
+        )
+
+    def part(prefix: str) -> ArrayDataset:
+        x = read_idx(_idx_file(folder, f"{prefix}-images-idx3-ubyte"))
+        y = read_idx(_idx_file(folder, f"{prefix}-labels-idx1-ubyte"))
+        return ArrayDataset(x[:, None], y.long(), list(spec.classes))
+
+    return DataSplit(name, part("train"), part("t10k"), *stats)
+
+
+def load_mnist(root: str | Path | None = None, download: bool = False) -> DataSplit:
+    """MNIST, 60,000/10,000 28x28 greyscale digits."""
+    return _load_mnist_like(
+        torchvision.datasets.MNIST, "mnist", MNIST_STATS, default_root(root), download, []
+    )
+
+
+def load_fashion_mnist(root: str | Path | None = None, download: bool = False) -> DataSplit:
+    """Fashion-MNIST; with no ``root`` given, Debian's ``dataset-fashion-mnist`` files count too."""
+    extra = [DEBIAN_FASHION_MNIST] if root is None else []
+    return _load_mnist_like(
+        torchvision.datasets.FashionMNIST, "fashion-mnist", FASHION_MNIST_STATS,
+        default_root(root), download, extra,
+    )
+
+
+# ---------------------------------------------------------------- image folders
+
+
+def decode_file(path: Path) -> torch.Tensor:
+    """One image file as uint8 RGB CHW (torchvision's libjpeg-turbo/libpng decoders: about
+    4x faster than PIL on small JPEGs)."""
+    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+    return decode_image(data, mode=ImageReadMode.RGB)
+
+
+def _image_files(folder: Path, class_names: list[str]) -> tuple[list[Path], list[int]]:
+    paths, labels = [], []
+    for label, cls in enumerate(class_names):
+        class_dir = folder / cls
+        if not class_dir.is_dir():
+            continue
+        files = sorted(
+            p for p in class_dir.iterdir()
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        )
+        paths += files
+        labels += [label] * len(files)
+    return paths, labels
+
+
+def _decode_part(folder: Path, class_names: list[str], image_size: int | None) -> ArrayDataset:
+    paths, labels = _image_files(folder, class_names)
+    if not paths:
+        raise CfsError(f"no images found in {folder}/<class>/; put .jpg/.png files there")
+    images = []
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its decoders in favour of torchcodec (not a dependency
+        # here) and warns on every call; they are still about 3x faster than PIL.
+        warnings.filterwarnings("ignore", _TV_DECODER_DEPRECATION, DeprecationWarning)
+        for path in paths:
+            img = decode_file(path)
+            if image_size is not None and tuple(img.shape[1:]) != (image_size, image_size):
+                img = TF.resize(img, [image_size, image_size], antialias=True)
+            images.append(img)
+    sizes = {tuple(img.shape[1:]) for img in images}
+    if len(sizes) > 1:
+        shown = ", ".join(f"{h}x{w}" for h, w in sorted(sizes)[:3])
+        raise CfsError(
+            f"images in {folder} differ in size ({shown}); pass image_size=N "
+            f"(option --image-size) to resize them to NxN"
+        )
+    return ArrayDataset(torch.stack(images), torch.tensor(labels), class_names)
+
+
+def _decode_imagefolder(
+    folder: Path, name: str, image_size: int | None, stats: tuple | None
+) -> DataSplit:
+    """Decode ``folder/{train,test}/<class>/*``; labels follow the sorted train class folders
+    (as torchvision's ImageFolder does), and test classes must be among them. ``stats`` are
+    the published mean/std of a known data set; without them they come from the train part."""
+    train_dir, test_dir = folder / "train", folder / "test"
+    class_names = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    extra = sorted({p.name for p in test_dir.iterdir() if p.is_dir()} - set(class_names))
+    if extra:
+        raise CfsError(f"{test_dir} has classes missing from {train_dir}: {', '.join(extra)}")
+    train = _decode_part(train_dir, class_names, image_size)
+    test = _decode_part(test_dir, class_names, image_size)
+    if train.x.shape[1:] != test.x.shape[1:]:
+        raise CfsError(
+            f"train images in {folder} are {tuple(train.x.shape[2:])} but test images are "
+            f"{tuple(test.x.shape[2:])}; pass image_size=N (option --image-size)"
+        )
+    return DataSplit(name, train, test, *(stats or channel_stats(train.x)))
+
+
+def _cached_imagefolder(
+    folder: Path, name: str, image_size: int | None, stats: tuple | None = None
+) -> DataSplit:
+    folder = folder.resolve()
+    return cached_split(
+        name, [folder / "train", folder / "test"], {"image_size": image_size, "stats": stats},
+        lambda: _decode_imagefolder(folder, name, image_size, stats),
+    )
+
+
+def load_imagefolder(
+    root: str | Path | None = None, download: bool = False, *, image_size: int | None = None
+) -> DataSplit:
+    """Any ``<root>/train/<class>/*`` + ``<root>/test/<class>/*`` tree of images, as RGB.
+
+    ``image_size`` resizes every image to a square (needed when sizes differ); mean/std are
+    computed from the train images. Decoded pixels are cached (see :mod:`cfs.data.cache`).
+    ``download`` is accepted for a uniform signature; there is nothing to download.
+    """
+    root = default_root(root)
+    if not ((root / "train").is_dir() and (root / "test").is_dir()):
+        raise CfsError(
+            f"image folder not found: expected {root / 'train'}/<class>/* and "
+            f"{root / 'test'}/<class>/*; create that layout (one folder per class) or pass "
+            f"another root"
+        )
+    return _cached_imagefolder(root, "imagefolder", None if image_size is None else int(image_size))
