@@ -17,7 +17,7 @@ from torch import nn
 
 from cfs.meta.batchnorm import BatchStatNorm
 
-EPS = torch.finfo(torch.float32).eps
+EPS = torch.finfo(torch.float64).eps  # TPN: np.finfo(float).eps
 
 
 def topk_affinity(emb: torch.Tensor, sigma: torch.Tensor, k: int) -> torch.Tensor:
@@ -60,8 +60,9 @@ class RelationScale(nn.Module):
     (no running buffers), like the classifier's, in meta-training and at test time alike.
     """
 
-    def __init__(self, channels: int, side: int) -> None:
+    def __init__(self, channels: int, side: int, positive: bool = False) -> None:
         super().__init__()
+        self.positive = positive
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), BatchStatNorm(cout),
@@ -77,9 +78,11 @@ class RelationScale(nn.Module):
         self.side = side
 
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
-        """(M, C, h, w) feature maps -> (M, 1) scales (unconstrained, as in TPN)."""
+        """(M, C, h, w) feature maps -> (M, 1) scales: unconstrained as in TPN's code, or with
+        ``positive`` softplus(.) + 0.1, which keeps e / sigma finite when the raw scale nears 0."""
         out = self.layer2(self.layer1(fmap)).flatten(1)
-        return self.fc4(F.relu(self.fc3(out)))
+        sigma = self.fc4(F.relu(self.fc3(out)))
+        return F.softplus(sigma) + 0.1 if self.positive else sigma
 
 
 def tokens_to_map(tokens: torch.Tensor) -> torch.Tensor:
