@@ -42,6 +42,7 @@ class RunConfig:
     download: bool = False
     split: str | None = None
     class_order_seed: int | None = None
+    max_train_per_class: int | None = None
     pretrained: bool = False
     weights: str | None = None
     out: str | None = None

@@ -10,11 +10,12 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any, Callable
 
+import torch
 import yaml
 
 from cfs import hookimpl
 from cfs.data import load_dataset
-from cfs.data.arrays import DataSplit
+from cfs.data.arrays import ArrayDataset, DataSplit
 from cfs.data.transforms import BatchTransform
 from cfs.errors import CfsError
 from cfs.registry import Registry
@@ -74,7 +75,21 @@ class ProtocolScenario:
         options = dict(self.spec.get("dataset_options") or {})
         data = load_dataset(self.spec["dataset"], root=getattr(cfg, "data_root", None),
                             download=bool(getattr(cfg, "download", False)), **options)
+        limit = getattr(cfg, "max_train_per_class", None)
+        if limit and self.kind != "class-incremental":
+            raise CfsError(f"--max-train-per-class applies to class-incremental scenarios, not {self.kind} {self.name!r}")
+        if limit:
+            data = DataSplit(data.name, first_per_class(data.train, limit), data.test, data.mean, data.std)
         return BUILDERS[self.kind](self.spec, cfg, data)
+
+
+def first_per_class(data: ArrayDataset, limit: int) -> ArrayDataset:
+    """The first ``limit`` training samples of every class (``--max-train-per-class``), for
+    quick runs on large data sets; deterministic, so every strategy sees the same subset."""
+    keep = torch.zeros(len(data), dtype=torch.bool)
+    for c in data.y.unique():
+        keep[torch.nonzero(data.y == c).flatten()[:limit]] = True
+    return data.subset(keep)
 
 
 def protocol_specs() -> list[dict]:
