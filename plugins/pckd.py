@@ -9,7 +9,9 @@ rows, so both centre sets cover the teacher's classes). Each batch yields ``view
 L_con the category contrast of ``u = W^S E_s(f)`` and ``v = W^T E_t(f)`` (tau 4, scale
 tau/0.07), L_W the MSE between the old head rows and the teacher head, L_align the cosine
 regression of an MLP projection (hidden 16 d_T) onto the teacher feature. Weights default to
-METHODS.md's proposal (delta 1, beta 0.1, alpha 1, phi 1); ``detach_weights=False`` keeps the
+METHODS.md's proposal (delta 1, alpha 1, phi 1) except beta 0.01: with the code's
+tau/0.07 scale the contrast at beta 0.1 outweighed the CE ~40:1 and the student stopped
+learning new classes on split-digits (``-o pckd.beta=0.1`` restores it); ``detach_weights=False`` keeps the
 gradient through ``w`` in the KD term as the official code does.
 
 ``new_class_ce`` (default, LwF's protocol): once a teacher exists, a new-class sample's CE
@@ -35,7 +37,7 @@ from cfs.teacher import TeacherStrategy
 @dataclass
 class PCKDOptions:
     delta: float = 1.0
-    beta: float = 0.1
+    beta: float = 0.01
     alpha: float = 1.0
     phi: float = 1.0
     T: float = 4.0

@@ -5,7 +5,8 @@ Teacher = previous model. On each batch:
 of the last feature map (CNNs) or the patch tokens (ViTs), read through ``model.tokens(x)``
 (one extra forward of the student). Student and teacher share an architecture, so no
 projector is needed; ``cfs distill --loss trg`` adds one for different backbones.
-Defaults T 4, all weights 1, tau_g 0.1; above 4096 graph nodes 16 tokens per image are kept.
+Defaults T 4, weights 1 except graph 0.1 (at METHODS.md's 1 the graph term collapsed the
+features on split-digits at lr 0.05: ``-o trg.graph=1`` restores it), tau_g 0.1; above 4096 graph nodes 16 tokens per image are kept.
 
 ``new_class_ce`` (default, LwF's protocol): once a teacher exists, a new-class sample's CE
 sees only the new-class logits, so the distillation term alone speaks for the old classes.
@@ -28,7 +29,7 @@ from cfs.teacher import TeacherStrategy
 class TRGOptions:
     kd: float = 1.0
     T: float = 4.0
-    graph: float = 1.0
+    graph: float = 0.1
     context: float = 1.0
     node: float = 1.0
     tau: float = 0.1
