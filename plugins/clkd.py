@@ -5,7 +5,7 @@ and the student's, on the current batch (defaults of the mdistiller-style reimpl
 mu 0.5, beta 2; ``variant="batch"`` for its B x B correlation). The per-element MSE of
 unit vectors is small, and the correlation term grows with the square of the logits' scale:
 with the reimplementation's nu = 0.4 it diverged (NaN) on split-digits at lr 0.05, so this
-plugin defaults to nu = 0.01 (``-o clkd.nu=0.4`` restores it; ``cfs distill`` keeps 0.4).
+plugin defaults to nu = 0.01 (``-o clkd.nu=0.4`` restores it; ``cfs distill`` uses 0.01 too).
 
 ``new_class_ce`` (default, LwF's protocol): once a teacher exists, a new-class sample's CE
 sees only the new-class logits, so the distillation term alone speaks for the old classes.
