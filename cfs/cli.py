@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Modules that each add one subcommand: ``NAME``, ``add_parser(subparsers, parent)``,
 #: ``run(args) -> int``.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("cfs.commands.report",)
+SUBCOMMAND_MODULES: tuple[str, ...] = ("cfs.commands.report", "cfs.commands.distill")
 
 
 def _subcommand_modules():
