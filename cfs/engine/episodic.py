@@ -136,7 +136,7 @@ class EpisodicLoop:
     # ----------------------------------------------------------------------------- evaluation
     def evaluate(self, split: str, n_episodes: int) -> torch.Tensor:
         """Accuracy of each of the ``n_episodes`` fixed episodes of ``split`` (CPU tensor)."""
-        s, h = self.state, self.hooks
+        s = self.state
         sampler = self.samplers[split]
         support, query = sampler.fixed_indices(n_episodes, s.config.seed, split)
         chunk = max(1, s.config.meta_batch)

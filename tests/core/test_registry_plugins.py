@@ -2,7 +2,6 @@
 
 import pytest
 
-from cfs import hookimpl
 from cfs.errors import CfsError
 from cfs.plugins import get_plugin_manager
 from cfs.registry import Registry

@@ -4,7 +4,6 @@ on tiny files written in the exact formats of data that is not available offline
 from __future__ import annotations
 
 import gzip
-import pickle
 import struct
 from pathlib import Path
 
@@ -58,36 +57,9 @@ def test_cifar10_second_load_comes_from_cache(cifar10, cifar10_root, monkeypatch
 # ---------------------------------------------------------------- CIFAR pickles (generated)
 
 
-def _write_cifar_pickles(root: Path, spec: type, n_classes: int, per_class: int) -> None:
-    """A tiny CIFAR-10/100 in torchvision's on-disk format; every image is filled with its
-    label, so a label/image misalignment shows."""
-    folder = root / spec.base_folder
-    folder.mkdir(parents=True)
-    label_key = "labels" if spec is torchvision.datasets.CIFAR10 else "fine_labels"
-    files = spec.train_list + spec.test_list
-    for i, (filename, _md5) in enumerate(files):
-        labels = [k for k in range(n_classes) for _ in range(per_class)][:: 1 if i % 2 else -1]
-        entry = {
-            "batch_label": filename,
-            "data": np.repeat(np.array(labels, dtype=np.uint8)[:, None], 3072, axis=1),
-            label_key: labels,
-            "filenames": [f"{filename}_{j}.png" for j in range(len(labels))],
-        }
-        if label_key == "fine_labels":
-            entry["coarse_labels"] = [k // 5 for k in labels]
-        with open(folder / filename, "wb") as f:
-            pickle.dump(entry, f)
-    names = [f"name{k:03d}" for k in range(n_classes)]
-    meta = {spec.meta["key"]: names}
-    if spec is torchvision.datasets.CIFAR100:
-        meta["coarse_label_names"] = [f"super{k}" for k in range(n_classes // 5)]
-    with open(folder / spec.meta["filename"], "wb") as f:
-        pickle.dump(meta, f)
-
-
-def test_generated_cifar100_loads_with_right_labels(tmp_path, monkeypatch):
+def test_generated_cifar100_loads_with_right_labels(tmp_path, monkeypatch, write_cifar_pickles):
     spec = torchvision.datasets.CIFAR100
-    _write_cifar_pickles(tmp_path, spec, n_classes=100, per_class=2)
+    write_cifar_pickles(tmp_path, spec, n_classes=100, per_class=2)
     split = load_dataset("cifar100", root=tmp_path)
     assert split.train.x.shape == (200, 3, 32, 32) and split.test.x.shape == (200, 3, 32, 32)
     assert split.train.class_names[7] == "name007" and split.num_classes == 100
@@ -101,8 +73,8 @@ def test_generated_cifar100_loads_with_right_labels(tmp_path, monkeypatch):
     assert reference.targets == split.train.y.tolist() and reference.classes[7] == "name007"
 
 
-def test_cifar10_pickles_take_precedence(tmp_path):
-    _write_cifar_pickles(tmp_path, torchvision.datasets.CIFAR10, n_classes=10, per_class=1)
+def test_cifar10_pickles_take_precedence(tmp_path, write_cifar_pickles):
+    write_cifar_pickles(tmp_path, torchvision.datasets.CIFAR10, n_classes=10, per_class=1)
     split = load_dataset("cifar10", root=tmp_path)
     assert len(split.train) == 50 and len(split.test) == 10
     assert torch.equal(split.train.x[:, 1, 5, 5].long(), split.train.y)

@@ -16,7 +16,6 @@ import json
 import math
 import warnings
 
-import pytest
 import torch
 import torch.nn.functional as F
 

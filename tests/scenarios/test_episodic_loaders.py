@@ -4,7 +4,6 @@ generated CIFAR-100 in torchvision's pickle format (real CIFAR-100 is not availa
 from __future__ import annotations
 
 import pickle
-import shutil
 import subprocess
 from pathlib import Path
 

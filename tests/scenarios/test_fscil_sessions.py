@@ -3,7 +3,6 @@ missing data, and the FSCIL metrics."""
 
 from __future__ import annotations
 
-import importlib.util
 import pickle
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,14 +21,6 @@ from cfs.scenarios.fscil import build_sessions, generic_sessions, read_index_lis
 TESTS = Path(__file__).resolve().parent.parent
 
 
-def _cifar_writer():
-    """The data tests' generator of torchvision-format CIFAR pickles (reused, not rewritten)."""
-    spec = importlib.util.spec_from_file_location("cfs_data_test_sources", TESTS / "data" / "test_sources.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module._write_cifar_pickles
-
-
 def _labels_from_index_lists(sessions: list[list[str]]) -> np.ndarray:
     """CIFAR-100 train labels consistent with the index lists: the base list holds 500 images
     of each of classes 0..59 in class order, list s the 5 shots of classes 60+5(s-1)..+4; the
@@ -46,11 +37,11 @@ def _labels_from_index_lists(sessions: list[list[str]]) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def fake_cifar100(shared_data, tmp_path_factory):
+def fake_cifar100(shared_data, tmp_path_factory, write_cifar_pickles):
     """A full-size (50,000/10,000) CIFAR-100 with random pixels in torchvision's format."""
     root = tmp_path_factory.mktemp("cifar100")
     spec = torchvision.datasets.CIFAR100
-    _cifar_writer()(root, spec, n_classes=100, per_class=100)  # meta + a 10,000-image test set
+    write_cifar_pickles(root, spec, n_classes=100, per_class=100)  # meta + a 10,000-image test set
     sessions = read_index_lists(shared_data / "fscil-index-lists" / "cifar100")
     labels = _labels_from_index_lists(sessions)
     rng = np.random.default_rng(0)

@@ -1,6 +1,5 @@
 """The named class-incremental protocols on real data, as a user runs them."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -42,16 +41,8 @@ def test_split_fashion_mnist_on_the_debian_files(tmp_path):
     assert res["joint"]["summary"]["last_accuracy"] > 0.7
 
 
-def _fake_cifar100_writer():
-    path = Path(__file__).resolve().parents[1] / "data" / "test_sources.py"
-    spec = importlib.util.spec_from_file_location("cfs_test_sources", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module._write_cifar_pickles
-
-
-def test_split_cifar100_uses_the_seed_1993_order(tmp_path):
-    _fake_cifar100_writer()(tmp_path, torchvision.datasets.CIFAR100, n_classes=100, per_class=2)
+def test_split_cifar100_uses_the_seed_1993_order(tmp_path, write_cifar_pickles):
+    write_cifar_pickles(tmp_path, torchvision.datasets.CIFAR100, n_classes=100, per_class=2)
     pm = get_plugin_manager()
     cfg = resolve({"scenario": "split-cifar100", "data_root": str(tmp_path)})
     scenario = pm.scenarios.get("split-cifar100")(cfg)
