@@ -8,7 +8,7 @@ does) and the weights ``theta*`` are stored; later experiences add
 
 * default (PyCIL): ``F <- a F_old + (1 - a) F_new`` with ``a`` = old classes / all classes,
   ``lam = 1000``, and the CE uses only the new-class logits (``new_class_ce``);
-* ``online=True`` (EWC-on): ``F <- gamma F_old + F_new``, penalty ``lam * sum F (theta -
+* ``online=True`` (EWC-on): unclamped ``F <- gamma F_old + F_new``, penalty ``lam * sum F (theta -
   theta*)^2`` (no 1/2, as mammoth), ``lam = 10``, ``gamma = 1``.
 
 Head rows added after a Fisher was taken have no Fisher entry and are not penalised.
@@ -111,8 +111,9 @@ class EWC(Strategy):
 
     @hookimpl
     def cfs_after_training_exp(self, state: RunState) -> None:
-        new = {n: f.clamp(max=self.options.fisher_max) for n, f in
-               empirical_fisher(state, state.config.batch_size).items()}
+        new = empirical_fisher(state, state.config.batch_size)
+        if not self.options.online:  # PyCIL clamps; mammoth's EWC-on does not
+            new = {n: f.clamp(max=self.options.fisher_max) for n, f in new.items()}
         if self.fisher:
             if self.options.online:
                 new = {n: self.options.gamma * _pad_to(self.fisher[n], f.shape) + f if n in self.fisher else f
