@@ -3,9 +3,10 @@
 ``lam * [mu (L_ins + beta L_cls) + nu L_cc]`` between the previous model's old-class logits
 and the student's, on the current batch (defaults of the mdistiller-style reimplementation:
 mu 0.5, beta 2; ``variant="batch"`` for its B x B correlation). The per-element MSE of
-unit vectors is small, and the correlation term grows with the square of the logits' scale:
-with the reimplementation's nu = 0.4 it diverged (NaN) on split-digits at lr 0.05, so this
-plugin defaults to nu = 0.01 (``-o clkd.nu=0.4`` restores it; ``cfs distill`` uses 0.01 too).
+unit vectors is small, and the covariance of raw logits grows with their square: it diverged
+(NaN) on split-digits at lr 0.05 even at nu = 0.01 once replayed old samples joined the batch.
+So this plugin compares Pearson correlation matrices (``pearson=True``, bounded) at the
+reimplementation's nu = 0.4; ``-o clkd.pearson=false`` gives the covariance form.
 
 ``new_class_ce`` (default, LwF's protocol): once a teacher exists, a new-class sample's CE
 sees only the new-class logits, so the distillation term alone speaks for the old classes.
@@ -29,7 +30,8 @@ class CLKDOptions:
     lam: float = 1.0
     mu: float = 0.5
     beta: float = 2.0
-    nu: float = 0.01
+    nu: float = 0.4
+    pearson: bool = True
     variant: str = "class"
     new_class_ce: bool = True
 
@@ -47,7 +49,8 @@ class CLKD(TeacherStrategy):
             return None
         o = self.options
         _, old = self.teacher_outputs(state)
-        return o.lam * clkd_loss(state.outputs[:, : self.teacher.n_classes], old, o.mu, o.beta, o.nu, o.variant)
+        return o.lam * clkd_loss(state.outputs[:, : self.teacher.n_classes], old, o.mu, o.beta, o.nu, o.variant,
+                                 o.pearson)
 
 
 @hookimpl

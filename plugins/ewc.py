@@ -11,9 +11,13 @@ does) and the weights ``theta*`` are stored; later experiences add
 * ``online=True`` (EWC-on): unclamped ``F <- gamma F_old + F_new``, penalty ``lam * sum F (theta -
   theta*)^2`` (no 1/2, as mammoth), ``lam = 10``, ``gamma = 1``.
 
+``new_class_ce`` applies to both variants (mammoth's EWC-on uses the CE over all classes,
+``-o ewc.new_class_ce=false``; it then forgets as much as fine-tuning in class-incremental
+learning, as mammoth's own tables show for seq-CIFAR-10).
 Head rows added after a Fisher was taken have no Fisher entry and are not penalised.
-Difference from mammoth's EWC-on: its Fisher weighs per-example squared gradients by the
-predicted probability; here both variants share PyCIL's batch empirical Fisher.
+The online variant takes mammoth's per-example Fisher (squared per-example gradients weighted
+by the probability of the label, averaged); the default PyCIL's squared batch gradients.
+Online EWC runs in train mode, so batch-norm statistics see one example at a time there.
 """
 
 from __future__ import annotations
@@ -49,8 +53,10 @@ def _pad_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return out
 
 
-def empirical_fisher(state: RunState, batch_size: int) -> dict[str, torch.Tensor]:
-    """Mean over batches of squared gradients of CE over the seen classes (PyCIL's Fisher)."""
+def empirical_fisher(state: RunState, batch_size: int, per_example: bool = False) -> dict[str, torch.Tensor]:
+    """Mean over batches of squared gradients of CE over the seen classes (PyCIL's Fisher);
+    ``per_example`` (mammoth's EWC-on): mean over examples of the squared gradient of each
+    example's log-likelihood, weighted by the probability the model gives its label."""
     model = state.model
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
@@ -58,14 +64,17 @@ def empirical_fisher(state: RunState, batch_size: int) -> dict[str, torch.Tensor
     was_training = model.training
     model.train()
     n_batches = 0
-    for start in range(0, len(data), batch_size):
-        x = state.prepare(data.x[start : start + batch_size])
-        y = data.y[start : start + batch_size]
+    step = 1 if per_example else batch_size
+    for start in range(0, len(data), step):
+        x = state.prepare(data.x[start : start + step])
+        y = data.y[start : start + step]
         model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x)[:, : state.n_seen], y).backward()
+        loss = F.cross_entropy(model(x)[:, : state.n_seen], y)
+        loss.backward()
+        weight = float(torch.exp(-loss.detach())) if per_example else 1.0
         for n, p in params.items():
             if p.grad is not None:
-                fisher[n] += p.grad.detach().pow(2)
+                fisher[n] += weight * p.grad.detach().pow(2)
         n_batches += 1
     model.zero_grad(set_to_none=True)
     model.train(was_training)
@@ -93,7 +102,7 @@ class EWC(Strategy):
 
     @hookimpl
     def cfs_base_loss(self, state: RunState) -> torch.Tensor | None:
-        if not self.options.new_class_ce or not self.fisher or self.options.online:
+        if not self.options.new_class_ce or not self.fisher:
             return None
         return new_class_cross_entropy(state.outputs, state.batch[1], self.n_old)
 
@@ -111,7 +120,7 @@ class EWC(Strategy):
 
     @hookimpl
     def cfs_after_training_exp(self, state: RunState) -> None:
-        new = empirical_fisher(state, state.config.batch_size)
+        new = empirical_fisher(state, state.config.batch_size, per_example=self.options.online)
         if not self.options.online:  # PyCIL clamps; mammoth's EWC-on does not
             new = {n: f.clamp(max=self.options.fisher_max) for n, f in new.items()}
         if self.fisher:

@@ -134,9 +134,8 @@ def distillation(loss: str, teacher: nn.Module, student: nn.Module, data, transf
     if loss == "kd":
         return (lambda x, y, f, z, e: L.kd_loss(z, teacher(x), 4.0)), [], 1.0
     if loss == "clkd":
-        # nu 0.01 instead of the reimplementation's 0.4: its raw-logit correlation term diverges
-        # at 0.4 (the same choice as the clkd plugin)
-        return (lambda x, y, f, z, e: L.clkd_loss(z, teacher(x), nu=0.01)), [], 0.1
+        # Pearson correlation, as the clkd plugin: the raw-logit covariance term diverges
+        return (lambda x, y, f, z, e: L.clkd_loss(z, teacher(x), pearson=True)), [], 0.1
     if loss == "nckd":
         proj = nn.Sequential(nn.Linear(d_s, d_t), nn.BatchNorm1d(d_t)).to(device)
         with torch.no_grad():

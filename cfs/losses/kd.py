@@ -27,13 +27,11 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, T: float = 4.0, reduct
 
 
 def new_class_cross_entropy(logits: torch.Tensor, y: torch.Tensor, n_old: int) -> torch.Tensor:
-    """PyCIL's LwF/EWC cross-entropy: a sample of a new class sees only the new-class logits
-    (``logits[:, n_old:]``); a sample of an old class (a replayed one, when composed with
-    replay) keeps the cross-entropy over all classes, so the term composes with a memory."""
-    new = y >= n_old
-    loss = logits.new_zeros(())
-    if new.any():
-        loss = loss + F.cross_entropy(logits[new, n_old:], y[new] - n_old, reduction="sum")
-    if (~new).any():
-        loss = loss + F.cross_entropy(logits[~new], y[~new], reduction="sum")
-    return loss / max(len(y), 1)
+    """PyCIL's LwF/EWC cross-entropy: on a batch of new-class samples only, the CE over the
+    new-class logits (``logits[:, n_old:]``), so old logits are left to the distillation term.
+    A batch that holds old-class samples (a memory composed in, ``replay+lwf``) gets the CE over
+    all seen classes: masking the old logits for its new samples only would bias every
+    prediction towards the replayed old classes."""
+    if bool((y < n_old).any()):
+        return F.cross_entropy(logits, y)
+    return F.cross_entropy(logits[:, n_old:], y - n_old)

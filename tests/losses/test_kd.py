@@ -37,11 +37,19 @@ def test_soft_cross_entropy_hand_value():
 
 
 def test_new_class_cross_entropy_hand_value():
-    # n_old = 1: the new-class sample (label 2) sees logits [0, ln 3] -> -ln(3/4);
-    # the old-class sample (label 0) keeps all three logits [0, 0, 0] -> ln 3
-    logits = torch.tensor([[5.0, 0.0, math.log(3.0)], [0.0, 0.0, 0.0]])
+    # n_old = 1, only new-class samples: label 2 sees logits [0, ln 3] -> -ln(3/4);
+    # label 1 sees [0, 0] -> ln 2
+    logits = torch.tensor([[5.0, 0.0, math.log(3.0)], [9.0, 0.0, 0.0]])
+    y = torch.tensor([2, 1])
+    expected = (math.log(4 / 3) + math.log(2)) / 2
+    assert new_class_cross_entropy(logits, y, n_old=1).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_new_class_cross_entropy_with_replayed_old_samples_uses_all_classes():
+    # an old-class sample in the batch: plain CE over all three logits for both samples
+    logits = torch.tensor([[0.0, 0.0, math.log(2.0)], [0.0, 0.0, 0.0]])
     y = torch.tensor([2, 0])
-    expected = (math.log(4 / 3) + math.log(3)) / 2
+    expected = (math.log(4 / 2) + math.log(3)) / 2
     assert new_class_cross_entropy(logits, y, n_old=1).item() == pytest.approx(expected, rel=1e-5)
 
 
