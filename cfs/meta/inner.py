@@ -81,15 +81,35 @@ def _detached(params: Params) -> Params:
 
 
 def adapt(forward: Callable[[Params, torch.Tensor], torch.Tensor], adapted: Params, fixed: Params,
-          x: torch.Tensor, y: torch.Tensor, loop: InnerLoop) -> Params:
+          x: torch.Tensor, y: torch.Tensor, loop: InnerLoop, functional: bool = False) -> Params:
     """Run the inner loop on one task's ``(x, y)``; return the adapted parameters.
 
     theta_{i+1} = theta_i - lr * grad CE(f(theta_i, x), y). Second order (default): the result
     stays differentiable in ``adapted`` and ``fixed`` through the gradients. First order: the
-    gradients are computed at detached inputs, so they are constants to the outer loop.
-    Works per task inside :func:`torch.func.vmap` as well as outside it.
+    gradients are constants to the outer loop. ``functional=True`` takes the inner gradients
+    with :func:`torch.func.grad` (required inside :func:`torch.func.vmap`); the default uses
+    plain autograd (``torch.autograd.grad(create_graph=True)``), which is cheaper for one task
+    at a time: fused kernels (BatchNorm) stay usable and nothing is wrapped.
     """
+    if functional:
+        return _adapt_functional(forward, adapted, fixed, x, y, loop)
+    fast, graph = adapted, torch.is_grad_enabled()
+    with torch.enable_grad():  # prediction runs under no_grad; the inner loop still needs gradients
+        for _ in range(loop.steps):
+            if loop.first_order:
+                probe = {k: v.detach().requires_grad_() for k, v in fast.items()}
+                loss = F.cross_entropy(forward({**_detached(fixed), **probe}, x), y)
+                g = torch.autograd.grad(loss, list(probe.values()), allow_unused=True, materialize_grads=True)
+            else:
+                loss = F.cross_entropy(forward({**fixed, **fast}, x), y)
+                g = torch.autograd.grad(loss, list(fast.values()), create_graph=graph, allow_unused=True,
+                                        materialize_grads=True)
+            fast = {k: v - loop.lr * gk for (k, v), gk in zip(fast.items(), g)}
+    return fast
 
+
+def _adapt_functional(forward: Callable[[Params, torch.Tensor], torch.Tensor], adapted: Params, fixed: Params,
+                      x: torch.Tensor, y: torch.Tensor, loop: InnerLoop) -> Params:
     def support_loss(a: Params, f: Params) -> torch.Tensor:
         return F.cross_entropy(forward({**f, **a}, x), y)
 
@@ -104,23 +124,42 @@ def adapt(forward: Callable[[Params, torch.Tensor], torch.Tensor], adapted: Para
     return fast
 
 
-def meta_query_logits(model: nn.Module, tasks: EpisodeBatch, loop: InnerLoop, vectorize: bool = True) -> torch.Tensor:
+def default_vectorize(model: nn.Module, device: torch.device) -> bool:
+    """Whether :func:`meta_query_logits` should vmap the tasks when not told.
+
+    On a CPU a convolutional model is compute-bound: vmap turns each task's convolutions into
+    one grouped convolution whose double backward (and the decomposed BatchNorm it needs) is
+    slower than one task at a time on the fused kernels, so CPUs loop over the tasks of conv
+    models. Models without convolutions (and every model on an accelerator, where per-task
+    launches dominate) are vmapped."""
+    if device.type != "cpu":
+        return True
+    return not any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+
+
+def meta_query_logits(model: nn.Module, tasks: EpisodeBatch, loop: InnerLoop, vectorize: bool | None = None,
+                      chunk_size: int | None = None) -> torch.Tensor:
     """Adapt to each task's support set, then score its queries: (T, N*Q, N) logits.
 
-    ``vectorize`` runs all tasks in one ``vmap``; ``False`` loops over them (same numbers;
-    for models with operations that vmap cannot batch)."""
+    ``vectorize`` runs the tasks in one :func:`torch.func.vmap` (``chunk_size`` tasks at a
+    time when given: bounds the working set of large models); ``False`` loops over them on
+    plain autograd (same numbers, no module clones); ``None`` picks by
+    :func:`default_vectorize`."""
     adapted, fixed = split_parameters(model, loop.adapt)
     forward = episode_forward(model, tasks.n_way)
+    if vectorize is None:
+        vectorize = default_vectorize(model, tasks.query_x.device)
+    if not vectorize:
+        return torch.stack([forward({**fixed, **adapt(forward, adapted, fixed, tasks.support_x[t], tasks.support_y[t],
+                                                      loop)}, tasks.query_x[t]) for t in range(tasks.n_tasks)])
 
     def one_task(sx: torch.Tensor, sy: torch.Tensor, qx: torch.Tensor) -> torch.Tensor:
-        fast = adapt(forward, adapted, fixed, sx, sy, loop)
+        fast = _adapt_functional(forward, adapted, fixed, sx, sy, loop)
         return forward({**fixed, **fast}, qx)
 
-    if vectorize:
-        _check_vmappable(model)
-        return vmap(one_task, randomness="different")(tasks.support_x, tasks.support_y, tasks.query_x)
-    return torch.stack([one_task(tasks.support_x[t], tasks.support_y[t], tasks.query_x[t])
-                        for t in range(tasks.n_tasks)])
+    _check_vmappable(model)
+    return vmap(one_task, randomness="different", chunk_size=chunk_size)(tasks.support_x, tasks.support_y,
+                                                                          tasks.query_x)
 
 
 def _check_vmappable(model: nn.Module) -> None:

@@ -35,8 +35,9 @@ class InnerLoopOptions:
     test_inner_steps: int | None = None
     #: drop second-order terms (FOMAML)
     first_order: bool = False
-    #: run the tasks of a meta-batch in one torch.func.vmap (False: a loop, same numbers)
-    vectorize: bool = True
+    #: True: one torch.func.vmap over the tasks of a meta-batch; False: a loop on plain autograd
+    #: (same numbers); None: vmap unless a conv model on a CPU (cfs.meta.inner.default_vectorize)
+    vectorize: bool | None = None
 
     def __post_init__(self) -> None:
         if self.inner_steps < 1 or (self.test_inner_steps is not None and self.test_inner_steps < 1):
