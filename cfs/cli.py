@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="strategy option, e.g. -o lwf.lam=3")
     for flag, typ in (("epochs", int), ("batch-size", int), ("lr", float), ("seed", int), ("device", str),
                       ("backbone", str), ("head", str), ("optimizer", str), ("schedule", str), ("momentum", float),
-                      ("weight-decay", float), ("data-root", str), ("split", str), ("class-order-seed", int), ("max-train-per-class", int),
+                      ("weight-decay", float), ("data-root", str), ("split", str), ("class-order-seed", int), ("max-train-per-class", int), ("memory-format", str),
                       ("weights", str), ("meta-iterations", int), ("meta-batch", int), ("val-interval", int),
                       ("test-episodes", int), ("n-way", int), ("k-shot", int), ("q-query", int), ("train-n-way", int)):
         bench.add_argument(f"--{flag}", type=typ, default=None)
@@ -69,7 +69,7 @@ def _subcommand_modules():
 
 BENCH_KEYS = ("scenario", "strategies", "loggers", "epochs", "batch_size", "lr", "seed", "device", "backbone", "head",
               "optimizer", "schedule", "momentum", "weight_decay", "data_root", "split", "class_order_seed", "max_train_per_class",
-              "weights", "download", "amp", "pretrained", "out", "meta_iterations", "meta_batch", "val_interval",
+              "weights", "memory_format", "download", "amp", "pretrained", "out", "meta_iterations", "meta_batch", "val_interval",
               "test_episodes", "n_way", "k_shot", "q_query", "train_n_way")
 
 

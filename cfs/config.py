@@ -38,6 +38,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    memory_format: str = "auto"
     data_root: str | None = None
     download: bool = False
     split: str | None = None
@@ -67,6 +68,7 @@ CHOICES = {
     "optimizer": ("sgd", "adam", "adamw"),
     "schedule": ("none", "cosine", "step"),
     "device": ("auto", "cpu", "cuda"),
+    "memory_format": ("auto", "contiguous", "channels_last"),
     "head": ("linear", "cosine"),
 }
 POSITIVE = ("epochs", "batch_size", "eval_batch_size", "meta_iterations", "meta_batch", "val_interval", "val_episodes",

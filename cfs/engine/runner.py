@@ -10,7 +10,7 @@ import torch
 
 from cfs.config import RunConfig
 from cfs.engine.continual import ContinualLoop, Timings
-from cfs.engine.devices import resolve_device, seed_everything
+from cfs.engine.devices import memory_format, resolve_device, seed_everything
 from cfs.engine.episodic import EpisodicLoop
 from cfs.engine.state import RunState
 from cfs.errors import CfsError
@@ -79,8 +79,11 @@ def run_strategy(pm: CfsPluginManager, cfg: RunConfig, spec: str, scenario: Scen
     device = resolve_device(cfg.device)
     generator = seed_everything(cfg.seed)
     model = build_model(pm, cfg, scenario).to(device)
+    fmt = memory_format(cfg.memory_format, model, device, scenario.kind)
+    model = model.to(memory_format=fmt)
     state = RunState(config=cfg, scenario=scenario, model=model, device=device, hooks=pm.hook,
-                     strategies=strategies, transform=scenario.transform, generator=generator)
+                     strategies=strategies, transform=scenario.transform, generator=generator,
+                     memory_format=fmt)
     names = []
     for strat in strategies:
         name = f"strategy:{strat.name}"

@@ -59,6 +59,7 @@ class RunState:
     outputs: torch.Tensor | None = None
     loss: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    memory_format: torch.memory_format = torch.contiguous_format
 
     @property
     def experience_index(self) -> int:
@@ -72,8 +73,10 @@ class RunState:
         return list(range(self.n_seen))
 
     def prepare(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
-        """Move a raw batch to the device and normalise it (augment when ``train``)."""
-        return self.transform(x.to(self.device, non_blocking=True), train=train, generator=self.generator)
+        """Move a raw batch to the device and normalise it (augment when ``train``), in the
+        model's memory format."""
+        x = self.transform(x.to(self.device, non_blocking=True), train=train, generator=self.generator)
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
 
     @torch.no_grad()
     def scores(self, x: torch.Tensor) -> torch.Tensor:
