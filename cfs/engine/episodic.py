@@ -51,9 +51,11 @@ class EpisodicLoop:
         self.setup = setup
         self.timings = Timings()
         pool = setup.data.to(state.device)
-        self.samplers = {"train": EpisodeSampler(pool, setup.classes["train"], setup.train_shape)}
+        self.samplers = dict(setup.sources)  # external episode sources (cfs.data.l2l_adapter) win
+        if "train" not in self.samplers:
+            self.samplers["train"] = EpisodeSampler(pool, setup.classes["train"], setup.train_shape)
         for split in ("val", "test"):
-            if len(setup.classes.get(split) or []) >= setup.eval_shape.n_way:
+            if split not in self.samplers and len(setup.classes.get(split) or []) >= setup.eval_shape.n_way:
                 self.samplers[split] = EpisodeSampler(pool, setup.classes[split], setup.eval_shape)
         if "test" not in self.samplers:
             raise CfsError(f"{setup.eval_shape.n_way}-way test episodes need at least that many test classes")

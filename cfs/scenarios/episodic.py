@@ -12,7 +12,7 @@ scored on exactly the same episodes, whatever randomness its training consumed.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
@@ -49,6 +49,10 @@ class EpisodicSetup:
     classes: dict[str, list[int]]
     train_shape: EpisodeShape
     eval_shape: EpisodeShape
+    #: per split, an episode source used instead of sampling ``data`` (same interface as
+    #: :class:`EpisodeSampler`: ``sample_indices``, ``fixed_indices``, ``batch``), e.g. a
+    #: learn2learn TaskDataset through :class:`cfs.data.l2l_adapter.L2LEpisodeSource`
+    sources: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         return {
