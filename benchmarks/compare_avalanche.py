@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from cl_setup import add_arguments, cfs_config, load_setting, run_cfs, scenario, summary, table
-from cfs.models.backbones import resnet32, reduced_resnet18
+from cfs.models.backbones import mlp, reduced_resnet18, resnet32
 
-BACKBONES = {"resnet32": resnet32, "reduced-resnet18": reduced_resnet18}
+BACKBONES = {"resnet32": resnet32, "reduced-resnet18": reduced_resnet18, "mlp": lambda: mlp(3, 32)}
 
 
 class TensorImages(torch.utils.data.Dataset):

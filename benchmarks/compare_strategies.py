@@ -15,7 +15,7 @@ import sys
 
 from cl_setup import add_arguments, load_setting, run_cfs, table
 
-REHEARSAL = ("replay", "icarl", "derpp")
+REHEARSAL = ("replay", "replay-er", "icarl", "derpp")
 REGULARIZERS = ("lwf", "ewc", "ewc-online", "kd", "clkd", "nckd", "trg", "pckd")
 
 
@@ -24,6 +24,7 @@ def strategies(memory: int) -> list[tuple[str, str, dict | None]]:
     return [
         ("finetune", "finetune", None), ("joint", "joint", None),
         ("replay", "replay", {"replay": {"budget": memory}}),
+        ("replay-er", "replay", {"replay": {"budget": memory, "mode": "batch"}}),
         ("icarl", "icarl", {"icarl": {"budget": memory}}),
         ("derpp", "derpp", {"derpp": {"buffer": memory}}),
         ("lwf", "lwf", None), ("ewc", "ewc", None), ("ewc-online", "ewc", {"ewc": {"online": True}}),
