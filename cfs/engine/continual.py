@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cfs.engine.devices import autocast
+from cfs.engine.hooks import ActiveHooks
 from cfs.engine.optim import build_optimizer, build_scheduler
 from cfs.engine.state import RunState
 from cfs.scenarios.base import Experience
@@ -43,7 +44,7 @@ class ContinualLoop:
 
     def __init__(self, state: RunState, progress: bool = True) -> None:
         self.state = state
-        self.hooks = state.hooks
+        self.hooks = ActiveHooks(state.hooks)
         self.timings = Timings()
         self.progress = progress
         self.scaler = torch.amp.GradScaler("cuda", enabled=state.config.amp and state.device.type == "cuda")
@@ -105,14 +106,18 @@ class ContinualLoop:
                 EpochLog(s.experience_index, epoch, float(loss_sum) / n, float(correct) / n, time.perf_counter() - t0)
             )
 
-    def _one_epoch(self) -> tuple[torch.Tensor | float, torch.Tensor | float, int]:
+    def _one_epoch(self) -> tuple[float, float, int]:
+        """Train one epoch; return the summed loss, the number of correct predictions (on the
+        experience's own samples) and the number of samples. Per-batch statistics are only
+        collected here and reduced once at the end of the epoch, which keeps the step cheap."""
         s, h, bs = self.state, self.hooks, self.state.config.batch_size
         data = s.train_data
         n = len(data)
         order = torch.randperm(n, generator=s.generator).to(s.device)
         s.model.train()
-        loss_sum = torch.zeros((), device=s.device)
-        correct = torch.zeros((), device=s.device)
+        losses: list[torch.Tensor] = []
+        predicted: list[torch.Tensor] = []
+        targets: list[torch.Tensor] = []
         for start in range(0, n, bs):
             idx = order[start : start + bs]
             s.batch = (s.prepare(data.x[idx], train=True), data.y[idx])
@@ -120,11 +125,15 @@ class ContinualLoop:
             loss = h.cfs_training_step(state=s)
             if loss is None:
                 loss = self.default_step()
-                correct += (s.outputs[: len(idx)].argmax(1) == s.batch[1][: len(idx)]).sum()
-            loss_sum += loss.detach() * len(idx) if torch.is_tensor(loss) else float(loss) * len(idx)
+                m = len(idx)  # strategies may append replayed samples after the first m
+                predicted.append(s.outputs.detach()[:m].argmax(1))
+                targets.append(s.batch[1][:m])
+            losses.append(loss.detach().float() * len(idx) if torch.is_tensor(loss) else torch.tensor(float(loss) * len(idx)))
             h.cfs_after_batch(state=s)
             s.iteration += 1
-        return loss_sum.item(), float(correct.item()), n
+        loss_sum = float(torch.stack([t.to(s.device) for t in losses]).sum()) if losses else 0.0
+        correct = float((torch.cat(predicted) == torch.cat(targets)).sum()) if predicted else 0.0
+        return loss_sum, correct, n
 
     def default_step(self) -> torch.Tensor:
         """Forward, base loss plus every plugin's extra loss, backward, optimizer step."""
