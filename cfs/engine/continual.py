@@ -116,8 +116,8 @@ class ContinualLoop:
         order = torch.randperm(n, generator=s.generator).to(s.device)
         s.model.train()
         losses: list[torch.Tensor] = []
-        predicted: list[torch.Tensor] = []
-        targets: list[torch.Tensor] = []
+        sizes: list[int] = []
+        outputs: list[tuple[torch.Tensor, torch.Tensor, int]] = []
         for start in range(0, n, bs):
             idx = order[start : start + bs]
             s.batch = (s.prepare(data.x[idx], train=True), data.y[idx])
@@ -125,14 +125,18 @@ class ContinualLoop:
             loss = h.cfs_training_step(state=s)
             if loss is None:
                 loss = self.default_step()
-                m = len(idx)  # strategies may append replayed samples after the first m
-                predicted.append(s.outputs.detach()[:m].argmax(1))
-                targets.append(s.batch[1][:m])
-            losses.append(loss.detach().float() * len(idx) if torch.is_tensor(loss) else torch.tensor(float(loss) * len(idx)))
+                # strategies may append replayed samples after the batch's own len(idx) rows
+                outputs.append((s.outputs.detach(), s.batch[1], len(idx)))
+            losses.append(loss.detach() if torch.is_tensor(loss) else torch.tensor(float(loss)))
+            sizes.append(len(idx))
             h.cfs_after_batch(state=s)
             s.iteration += 1
-        loss_sum = float(torch.stack([t.to(s.device) for t in losses]).sum()) if losses else 0.0
-        correct = float((torch.cat(predicted) == torch.cat(targets)).sum()) if predicted else 0.0
+        weights = torch.tensor(sizes, dtype=torch.float32)
+        loss_sum = float((torch.stack([t.float().cpu() for t in losses]) * weights).sum()) if losses else 0.0
+        correct = 0.0
+        if outputs:  # one reduction per epoch (the head's width is fixed within an experience)
+            pred = torch.cat([o[:m] for o, _, m in outputs]).argmax(1)
+            correct = float((pred == torch.cat([y[:m] for _, y, m in outputs])).sum())
         return loss_sum, correct, n
 
     def default_step(self) -> torch.Tensor:
@@ -149,10 +153,15 @@ class ContinualLoop:
         s.loss = loss
         h.cfs_before_backward(state=s)
         s.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        h.cfs_after_backward(state=s)
-        self.scaler.step(s.optimizer)
-        self.scaler.update()
+        if self.scaler.is_enabled():  # fp16 on CUDA
+            self.scaler.scale(loss).backward()
+            h.cfs_after_backward(state=s)
+            self.scaler.step(s.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            h.cfs_after_backward(state=s)
+            s.optimizer.step()
         return loss
 
     # ----------------------------------------------------------------------------- evaluation
