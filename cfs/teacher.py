@@ -114,6 +114,14 @@ class TeacherStrategy(Strategy):
         model = self.teacher.ready(state.model)
         return model if model is not None and self.teacher.n_classes > 0 else None
 
+    def old_class_logits(self, state: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(student logits of the classes the teacher knows, teacher logits) of the current
+        batch, the pair every logit-distillation term compares; ``None`` without a teacher."""
+        if self.active_teacher(state) is None:
+            return None
+        _, old = self.teacher_outputs(state)
+        return state.outputs[:, : self.teacher.n_classes], old
+
     @hookimpl
     def cfs_after_training_exp(self, state: Any) -> None:
         self.take_snapshot(state)

@@ -37,10 +37,8 @@ class KD(TeacherStrategy):
 
     @hookimpl
     def cfs_loss(self, state: RunState) -> torch.Tensor | None:
-        if self.active_teacher(state) is None:
-            return None
-        _, old = self.teacher_outputs(state)
-        return self.options.lam * kd_loss(state.outputs[:, : self.teacher.n_classes], old, self.options.T)
+        pair = self.old_class_logits(state)
+        return None if pair is None else self.options.lam * kd_loss(*pair, self.options.T)
 
 
 @hookimpl

@@ -35,11 +35,8 @@ class LwF(TeacherStrategy):
 
     @hookimpl
     def cfs_loss(self, state: RunState) -> torch.Tensor | None:
-        if self.active_teacher(state) is None:
-            return None
-        n_old = self.teacher.n_classes
-        _, old_logits = self.teacher_outputs(state)
-        return self.options.lam * soft_cross_entropy(state.outputs[:, :n_old], old_logits, self.options.T)
+        pair = self.old_class_logits(state)
+        return None if pair is None else self.options.lam * soft_cross_entropy(*pair, self.options.T)
 
 
 @hookimpl
