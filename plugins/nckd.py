@@ -27,6 +27,7 @@ from cfs.engine.state import RunState
 from cfs.losses import ClassMeanEMA, centred_directions, kd_loss, nc1_loss, nc2_loss
 from cfs.memory import embed_raw
 from cfs.registry import Registry
+from cfs.strategy import tensor_state
 from cfs.teacher import TeacherStrategy
 
 
@@ -106,12 +107,29 @@ class NCKD(TeacherStrategy):
         return loss
 
     def state_dict(self) -> dict[str, Any]:
+        """Teacher, projector, and the current experience's targets and student EMA (so a run
+        resumed mid-experience regularises exactly as before)."""
         proj = None if self.projector is None else {k: v.cpu() for k, v in self.projector.state_dict().items()}
-        return {**super().state_dict(), "projector": proj}
+        return {**super().state_dict(), "projector": proj,
+                **tensor_state(t_dirs=self.t_dirs, t_global=self.t_global, t_present=self.t_present),
+                "ema": None if self.ema is None else self.ema.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self._projector_state = state.get("projector")
+        self.t_dirs, self.t_global, self.t_present = state.get("t_dirs"), state.get("t_global"), state.get("t_present")
+        self.ema = ClassMeanEMA.from_state_dict(state["ema"]) if state.get("ema") else None
+
+    @hookimpl
+    def cfs_before_run(self, state: RunState) -> None:
+        """Move restored per-experience tensors to the run's device."""
+        dev = state.device
+        for name in ("t_dirs", "t_global", "t_present"):
+            t = getattr(self, name)
+            if t is not None:
+                setattr(self, name, t.to(dev))
+        if self.ema is not None:
+            self.ema = ClassMeanEMA.from_state_dict(self.ema.state_dict(), dev)
 
 
 @hookimpl

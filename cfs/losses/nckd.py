@@ -7,6 +7,8 @@ the paper's own equations were not available.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -74,3 +76,14 @@ class ClassMeanEMA:
         self.seen = self.seen | present
         self.global_mean = glob.detach()
         return means, glob
+
+    def state_dict(self) -> dict[str, Any]:
+        glob = None if self.global_mean is None else self.global_mean.cpu()
+        return {"momentum": self.momentum, "means": self.means.cpu(), "seen": self.seen.cpu(), "global_mean": glob}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], device: torch.device | None = None) -> ClassMeanEMA:
+        ema = cls(*state["means"].shape, momentum=state["momentum"], device=device)
+        ema.means, ema.seen = state["means"].to(device), state["seen"].to(device)
+        ema.global_mean = None if state["global_mean"] is None else state["global_mean"].to(device)
+        return ema
