@@ -3,16 +3,24 @@
 A reservoir buffer of (x, y, z), z the logits when x was inserted. Loss on a batch:
 ``CE(f(x_t), y_t) + alpha ||f(x') - z'||^2 + beta CE(f(x''), y'')`` with (x', z') and
 (x'', y'') two independent buffer samples of ``minibatch`` examples (default: the batch size).
-``beta=0`` is plain DER. Defaults: buffer 500, alpha 0.2, beta 0.5 (mammoth, seq-CIFAR-10).
+``beta=0`` is plain DER. Defaults: buffer 500; alpha and beta, unless given, are mammoth's
+seq-CIFAR-10 best values for the tabulated buffer size nearest (log scale) to ``buffer``:
+200 -> (0.1, 0.5), 500 -> (0.2, 0.5), 5120 -> (0.1, 1.0) (METHODS.md 11.5).
 
-Heads grow here, unlike mammoth's fixed head: a stored z covers the classes seen when it was
-stored and only those columns are matched. The engine hands hooks the augmented, normalised
-batch, so the buffer stores that view, converted back to uint8 when the data are uint8 (as
-compact as the data set); it is replayed as stored (``augment_replay=True`` re-augments it).
+``head="full"`` (default, the paper's setting): the head has an output for every class of the
+scenario from the start, as mammoth's fixed head does, and the cross-entropy of the current
+batch covers all of them. The stored z then include the (pushed-down) logits of classes not
+yet seen, and matching them keeps old samples from drifting towards later classes; this is
+much of DER's class-incremental advantage over plain replay. ``head="grow"`` keeps the
+engine's growing head; a stored z then covers the classes seen when it was stored and only
+those columns are matched. The engine hands hooks the augmented, normalised batch, so the
+buffer stores that view, converted back to uint8 when the data are uint8 (as compact as the
+data set); it is replayed as stored (``augment_replay=True`` re-augments it).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +34,33 @@ from cfs.registry import Registry
 from cfs.strategy import Strategy
 
 
+HEAD_MODES = ("full", "grow")
+#: mammoth's seq-CIFAR-10 best (alpha, beta) by buffer size
+BEST_ARGS = {200: (0.1, 0.5), 500: (0.2, 0.5), 5120: (0.1, 1.0)}
+
+
+def default_weights(buffer: int) -> tuple[float, float]:
+    """(alpha, beta) tuned for the tabulated buffer size nearest to ``buffer`` on a log scale."""
+    nearest = min(BEST_ARGS, key=lambda size: abs(math.log(size / max(buffer, 1))))
+    return BEST_ARGS[nearest]
+
+
 @dataclass
 class DERppOptions:
     buffer: int = 500
-    alpha: float = 0.2
-    beta: float = 0.5
+    #: None: by buffer size (see default_weights)
+    alpha: float | None = None
+    beta: float | None = None
     minibatch: int | None = None
     augment_replay: bool = False
+    head: str = "full"
+
+    def __post_init__(self) -> None:
+        alpha, beta = default_weights(self.buffer)
+        self.alpha = alpha if self.alpha is None else self.alpha
+        self.beta = beta if self.beta is None else self.beta
+        if self.head not in HEAD_MODES:
+            raise ValueError(f"head must be one of {', '.join(HEAD_MODES)}, not {self.head!r}")
 
 
 def masked_logit_mse(out: torch.Tensor, stored: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
@@ -66,6 +94,12 @@ class DERpp(Strategy):
         return bool(getattr(state.transform, "resize", None))
 
     @hookimpl
+    def cfs_before_run(self, state: RunState) -> None:
+        head = state.model.head
+        if self.options.head == "full" and hasattr(head, "expand"):
+            head.expand(state.scenario.num_classes - head.out_features)
+
+    @hookimpl
     def cfs_loss(self, state: RunState) -> torch.Tensor | None:
         if not len(self.buffer):
             return None
@@ -77,7 +111,8 @@ class DERpp(Strategy):
             loss = loss + o.alpha * masked_logit_mse(state.model(x), self.buffer.logits[idx], self.buffer.widths[idx])
         if o.beta:
             idx, x = self._replayed(state, n)
-            out = state.model(x)[:, : state.n_seen]
+            out = state.model(x)
+            out = out if o.head == "full" else out[:, : state.n_seen]
             loss = loss + o.beta * F.cross_entropy(out.float(), self.buffer.y[idx])
         return loss
 

@@ -95,4 +95,4 @@ def test_derpp_buffer_holds_images_labels_and_logits(digits):
     derpp = digits("derpp")["result"].state.strategies[0]
     assert len(derpp.buffer) == 500 and derpp.buffer.seen > 500
     assert set(derpp.buffer.y.tolist()) == set(range(10))  # a reservoir keeps every class
-    assert derpp.buffer.widths.max() == 10 and derpp.buffer.widths.min() >= 2
+    assert derpp.buffer.logits.shape == (500, 10)
