@@ -65,8 +65,10 @@ class PreviousModel:
 
     @torch.no_grad()
     def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher features and logits of a batch (no graph is built)."""
-        return self.model.forward_all(x)
+        """Teacher features and the logits of the classes it knew (no graph is built). A head
+        sized for the whole scenario up front (DER++'s) has more outputs than that."""
+        feats, logits = self.model.forward_all(x)
+        return feats, logits[:, : self.n_classes]
 
     @torch.no_grad()
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
