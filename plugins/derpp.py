@@ -13,9 +13,13 @@ batch covers all of them. The stored z then include the (pushed-down) logits of 
 yet seen, and matching them keeps old samples from drifting towards later classes; this is
 much of DER's class-incremental advantage over plain replay. ``head="grow"`` keeps the
 engine's growing head; a stored z then covers the classes seen when it was stored and only
-those columns are matched. The engine hands hooks the augmented, normalised batch, so the
-buffer stores that view, converted back to uint8 when the data are uint8 (as compact as the
-data set); it is replayed as stored (``augment_replay=True`` re-augments it).
+those columns are matched.
+
+As in mammoth, the buffer keeps the raw (non-augmented) images, read from the experience's
+data through ``state.batch_index`` (uint8 where the data set is uint8), and replays them
+through the training augmentation (``augment_replay=False``: only normalised); z is the logit
+of the augmented view that was trained on. Storing the augmented view instead and
+re-augmenting it would crop a crop (shifts twice the padding).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch.nn.functional as F
 
 from cfs import hookimpl
 from cfs.engine.state import RunState
+from cfs.errors import CfsError
 from cfs.memory import ReservoirBuffer, unprepare
 from cfs.registry import Registry
 from cfs.strategy import Strategy
@@ -52,7 +57,8 @@ class DERppOptions:
     alpha: float | None = None
     beta: float | None = None
     minibatch: int | None = None
-    augment_replay: bool = False
+    #: re-augment replayed raw images (mammoth applies the training transform on replay)
+    augment_replay: bool = True
     head: str = "full"
 
     def __post_init__(self) -> None:
@@ -81,17 +87,24 @@ class DERpp(Strategy):
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)
         self.buffer = ReservoirBuffer(self.options.buffer)
+        #: "raw", "view" or "prepared" (see _storage); fixed by the first batch stored
+        self.stored: str | None = None
 
     def _replayed(self, state: RunState, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.buffer.sample(n, state.generator)
-        if self._stores_prepared(state):
+        if self.stored == "prepared":
             return idx, self.buffer.x[idx]
-        return idx, state.prepare(self.buffer.x[idx], train=self.options.augment_replay)
+        augment = self.options.augment_replay and self.stored == "raw"
+        return idx, state.prepare(self.buffer.x[idx], train=augment)
 
     @staticmethod
-    def _stores_prepared(state: RunState) -> bool:
-        """A resizing transform cannot be inverted: the prepared view itself is stored."""
-        return bool(getattr(state.transform, "resize", None))
+    def _storage(state: RunState) -> str:
+        """What the buffer holds: the raw images (mammoth's ``not_aug_inputs``) when the loop
+        says which rows a batch came from; otherwise the batch's augmented view, as uint8 when
+        the normalisation can be undone, or as prepared when a resize makes that impossible."""
+        if state.batch_index is not None and state.train_data is not None:
+            return "raw"
+        return "prepared" if getattr(state.transform, "resize", None) else "view"
 
     @hookimpl
     def cfs_before_run(self, state: RunState) -> None:
@@ -121,18 +134,27 @@ class DERpp(Strategy):
         if state.outputs is None:
             return
         x, y = state.batch
-        t = state.transform
-        if self._stores_prepared(state):
-            raw = x.detach().clone()
+        storage = self._storage(state)
+        if self.stored is None:
+            self.stored = storage
+        elif storage != self.stored:
+            raise CfsError(f"derpp: this loop gives {storage} batches but the buffer holds {self.stored} ones")
+        if storage == "raw":
+            rows = state.train_data.x[state.batch_index]
+        elif storage == "prepared":
+            rows = x.detach().clone()
         else:
-            raw = unprepare(x, t.mean, t.std, state.train_data.x.dtype)
-        self.buffer.add(raw, y, state.outputs.detach()[: len(y)], generator=state.generator)
+            t = state.transform
+            rows = unprepare(x, t.mean, t.std, state.train_data.x.dtype)
+        n = len(rows)  # the batch's own samples come first; strategies may append replayed ones
+        self.buffer.add(rows, y[:n], state.outputs.detach()[:n], generator=state.generator)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"buffer": self.buffer.state_dict()}
+        return {"buffer": self.buffer.state_dict(), "stored": self.stored}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.buffer.load_state_dict(state["buffer"])
+        self.stored = state.get("stored")
 
 
 @hookimpl

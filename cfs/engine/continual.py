@@ -120,7 +120,7 @@ class ContinualLoop:
         outputs: list[tuple[torch.Tensor, torch.Tensor, int]] = []
         for start in range(0, n, bs):
             idx = order[start : start + bs]
-            s.batch = (s.prepare(data.x[idx], train=True), data.y[idx])
+            s.batch, s.batch_index = (s.prepare(data.x[idx], train=True), data.y[idx]), idx
             h.cfs_before_batch(state=s)
             loss = h.cfs_training_step(state=s)
             if loss is None:

@@ -34,8 +34,9 @@ class RunState:
     augmentation), ``results``.
     Per experience: ``experience``, ``train_data`` (strategies may replace it),
     ``optimizer``, ``scheduler``, ``n_seen`` (classes seen so far, including this experience's).
-    Per batch: ``epoch``, ``iteration``, ``batch`` = (x, y), ``features``, ``outputs`` (logits),
-    ``loss``.
+    Per batch: ``epoch``, ``iteration``, ``batch`` = (x, y) (augmented and normalised),
+    ``batch_index`` (the batch's rows of ``train_data``, to reach the raw images), ``features``,
+    ``outputs`` (logits), ``loss``.
     """
 
     config: RunConfig
@@ -55,6 +56,7 @@ class RunState:
     epoch: int = 0
     iteration: int = 0
     batch: tuple[torch.Tensor, torch.Tensor] | None = None
+    batch_index: torch.Tensor | None = None
     features: torch.Tensor | None = None
     outputs: torch.Tensor | None = None
     loss: torch.Tensor | None = None

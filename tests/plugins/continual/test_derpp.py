@@ -73,3 +73,16 @@ def test_unknown_head_mode_is_refused():
     from cfs.errors import CfsError
     with pytest.raises(CfsError, match="head"):
         DERpp.make_options({"head": "fixed"})
+
+
+def test_buffer_holds_raw_training_images(digits):
+    """mammoth's ``not_aug_inputs``: stored rows are training images as the data set holds them
+    (augmentation happens again on replay), not the augmented, normalised view."""
+    state = digits("derpp")["result"].state
+    derpp = state.strategies[0]
+    assert derpp.stored == "raw"
+    train = torch.cat([e.train.x for e in state.scenario.experiences]).flatten(1)
+    stored = derpp.buffer.x.flatten(1)
+    assert stored.dtype == train.dtype
+    matches = (stored.unsqueeze(1) == train.unsqueeze(0)).all(-1).any(1)
+    assert matches.all()
