@@ -117,27 +117,42 @@ class ContinualLoop:
         s.model.train()
         losses: list[torch.Tensor] = []
         sizes: list[int] = []
-        outputs: list[tuple[torch.Tensor, torch.Tensor, int]] = []
+        outputs: list[torch.Tensor] = []
+        targets: list[torch.Tensor] = []
         for start in range(0, n, bs):
             idx = order[start : start + bs]
+            m = min(bs, n - start)
             s.batch, s.batch_index = (s.prepare(data.x[idx], train=True), data.y[idx]), idx
             h.cfs_before_batch(state=s)
             loss = h.cfs_training_step(state=s)
             if loss is None:
                 loss = self.default_step()
-                # strategies may append replayed samples after the batch's own len(idx) rows
-                outputs.append((s.outputs.detach(), s.batch[1], len(idx)))
+                # strategies may append replayed samples after the batch's own m rows
+                out, y = s.outputs.detach(), s.batch[1]
+                outputs.append(out if len(out) == m else out[:m])
+                targets.append(y if len(y) == m else y[:m])
             losses.append(loss.detach() if torch.is_tensor(loss) else torch.tensor(float(loss)))
-            sizes.append(len(idx))
+            sizes.append(m)
             h.cfs_after_batch(state=s)
             s.iteration += 1
-        weights = torch.tensor(sizes, dtype=torch.float32)
-        loss_sum = float((torch.stack([t.float().cpu() for t in losses]) * weights).sum()) if losses else 0.0
-        correct = 0.0
-        if outputs:  # one reduction per epoch (the head's width is fixed within an experience)
-            pred = torch.cat([o[:m] for o, _, m in outputs]).argmax(1)
-            correct = float((pred == torch.cat([y[:m] for _, y, m in outputs])).sum())
+        loss_sum, correct = self._epoch_statistics(losses, sizes, outputs, targets)
         return loss_sum, correct, n
+
+    @staticmethod
+    def _epoch_statistics(losses: list[torch.Tensor], sizes: list[int], outputs: list[torch.Tensor],
+                          targets: list[torch.Tensor]) -> tuple[float, float]:
+        """(summed loss, correct predictions) of an epoch in a handful of tensor ops: with few
+        batches per epoch (small experiences), per-element reductions cost as much as a step."""
+        if not losses:
+            return 0.0, 0.0
+        stacked = torch.stack([t.reshape(()) for t in losses]).float()
+        weights = torch.tensor(sizes, dtype=torch.float32, device=stacked.device)
+        loss_sum = float(torch.dot(stacked, weights))
+        correct = 0.0
+        if outputs:  # the head's width is fixed within an experience
+            pred = torch.cat(outputs).argmax(1)
+            correct = float((pred == torch.cat(targets)).sum())
+        return loss_sum, correct
 
     def default_step(self) -> torch.Tensor:
         """Forward, base loss plus every plugin's extra loss, backward, optimizer step."""
