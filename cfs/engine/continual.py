@@ -157,14 +157,11 @@ class ContinualLoop:
     def default_step(self) -> torch.Tensor:
         """Forward, base loss plus every plugin's extra loss, backward, optimizer step."""
         s, h = self.state, self.hooks
-        x, y = s.batch
-        with autocast(s.device, s.config.amp):
-            s.features, s.outputs = s.model.forward_all(x)
-            h.cfs_after_forward(state=s)
-            base = h.cfs_base_loss(state=s)
-            loss = F.cross_entropy(s.outputs, y) if base is None else base
-            for term in h.cfs_loss(state=s):
-                loss = loss + term
+        if s.config.amp:
+            with autocast(s.device, True):
+                loss = self._forward_loss()
+        else:
+            loss = self._forward_loss()
         s.loss = loss
         h.cfs_before_backward(state=s)
         s.optimizer.zero_grad(set_to_none=True)
@@ -177,6 +174,17 @@ class ContinualLoop:
             loss.backward()
             h.cfs_after_backward(state=s)
             s.optimizer.step()
+        return loss
+
+    def _forward_loss(self) -> torch.Tensor:
+        s, h = self.state, self.hooks
+        x, y = s.batch
+        s.features, s.outputs = s.model.forward_all(x)
+        h.cfs_after_forward(state=s)
+        base = h.cfs_base_loss(state=s)
+        loss = F.cross_entropy(s.outputs, y) if base is None else base
+        for term in h.cfs_loss(state=s):
+            loss = loss + term
         return loss
 
     # ----------------------------------------------------------------------------- evaluation

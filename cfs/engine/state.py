@@ -77,8 +77,12 @@ class RunState:
     def prepare(self, x: torch.Tensor, train: bool = False) -> torch.Tensor:
         """Move a raw batch to the device and normalise it (augment when ``train``), in the
         model's memory format."""
-        x = self.transform(x.to(self.device, non_blocking=True), train=train, generator=self.generator)
-        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
+        if x.device != self.device:
+            x = x.to(self.device, non_blocking=True)
+        x = self.transform(x, train=train, generator=self.generator)
+        if self.memory_format is torch.contiguous_format or x.dim() != 4:
+            return x  # the transform's arithmetic already returns a fresh contiguous tensor
+        return x.contiguous(memory_format=self.memory_format)
 
     @torch.no_grad()
     def scores(self, x: torch.Tensor) -> torch.Tensor:
