@@ -8,7 +8,9 @@ teacher is frozen). On each batch:
 Gram matrix of the centred class means (student means tracked by EMA, momentum 0.9) to the
 teacher's (``target="etf"``: to the ideal simplex ETF). The student and teacher share an
 architecture here, so g is the identity unless ``projector=True`` (linear + BN, trained with
-the model). The NC3 post-hoc cosine head of the paper is not implemented.
+the model). The paper's post-hoc NC3 head (cosine to the student's class means) is reported by
+``cfs distill --loss nckd``, the paper's setting; a class-incremental run cannot recompute old
+classes' means without their data, so it is not used here.
 
 ``new_class_ce`` (default, LwF's protocol): once a teacher exists, a new-class sample's CE
 sees only the new-class logits, so the distillation term alone speaks for the old classes.
@@ -24,7 +26,7 @@ from torch import nn
 
 from cfs import hookimpl
 from cfs.engine.state import RunState
-from cfs.losses import ClassMeanEMA, centred_directions, kd_loss, nc1_loss, nc2_loss
+from cfs.losses import ClassMeanEMA, centred_directions, class_means, kd_loss, nc1_loss, nc2_loss
 from cfs.memory import embed_raw
 from cfs.registry import Registry
 from cfs.strategy import tensor_state
@@ -41,13 +43,6 @@ class NCKDOptions:
     target: str = "teacher"
     projector: bool = False
     new_class_ce: bool = True
-
-
-def class_means(features: torch.Tensor, y: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n_classes, D) means (zero rows for absent classes) and a presence mask."""
-    counts = torch.bincount(y, minlength=n_classes).float()
-    sums = torch.zeros(n_classes, features.shape[1], device=features.device).index_add(0, y, features.float())
-    return sums / counts.clamp(min=1).unsqueeze(1), counts > 0
 
 
 class NCKD(TeacherStrategy):
@@ -72,8 +67,7 @@ class NCKD(TeacherStrategy):
             return
         data = state.train_data
         feats = embed_raw(state, data.x, model=teacher)
-        means, present = class_means(feats, data.y, state.n_seen)
-        self.t_global = feats.mean(0)
+        means, self.t_global, present = class_means(feats, data.y, state.n_seen)
         self.t_dirs = centred_directions(means, self.t_global)
         self.t_present = present
         self.ema = ClassMeanEMA(state.n_seen, feats.shape[1], self.options.momentum, state.device)

@@ -62,6 +62,12 @@ def load_teacher(path: str, data, pm, device: torch.device) -> nn.Module:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CfsError(f"teacher checkpoint {path!r} does not exist; write one with cfs distill --train-teacher --save {path}") from None
+    except Exception as exc:  # not a torch file, truncated, or holding arbitrary objects
+        raise CfsError(f"teacher checkpoint {path!r} cannot be read ({type(exc).__name__}); "
+                       f"write one with cfs distill --train-teacher --save PATH") from None
+    if not isinstance(ckpt, dict) or not {"backbone", "num_classes", "state_dict"} <= ckpt.keys():
+        raise CfsError(f"{path!r} is not a teacher checkpoint of cfs distill (it needs backbone, num_classes and "
+                       f"state_dict); write one with cfs distill --train-teacher --save PATH")
     if ckpt.get("data") != data.name:
         raise CfsError(f"teacher {path!r} was trained on {ckpt.get('data')!r}, not {data.name!r}; pass --data {ckpt.get('data')}")
     model = build(ckpt["backbone"], data, ckpt["num_classes"], pm)
@@ -109,6 +115,26 @@ def accuracy(model: nn.Module, data, transform, device) -> float:
     return hits / len(y)
 
 
+@torch.no_grad()
+def nc3_accuracy(model: nn.Module, projector: nn.Module, data, transform, device) -> float:
+    """Test accuracy of NCKD's post-hoc NC3 head: the student's linear head replaced by the
+    cosine classifier to its normalised centred class means in projected space, computed over
+    the training set with the test transform (METHODS.md 5.2)."""
+    from cfs import losses as L
+
+    model.eval()
+    projector.eval()
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([projector(model.features(transform(x[i : i + 500]))) for i in range(0, len(x), 500)])
+
+    means, glob, _ = L.class_means(embed(data.train.x.to(device)), data.train.y.to(device), data.num_classes)
+    pred = L.nc3_logits(embed(data.test.x.to(device)), L.centred_directions(means, glob)).argmax(1)
+    model.train()
+    projector.train()
+    return float((pred == data.test.y.to(device)).float().mean())
+
+
 # ------------------------------------------------------------------------------------ losses
 def align_tokens(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Average-pool the larger square token grid to the smaller one (METHODS.md 6.2)."""
@@ -141,10 +167,7 @@ def distillation(loss: str, teacher: nn.Module, student: nn.Module, data, transf
         with torch.no_grad():
             xs = data.train.x.to(device)
             feats = torch.cat([teacher.features(transform(xs[i : i + 500])) for i in range(0, len(xs), 500)])
-            ys = data.train.y.to(device)
-            means = torch.zeros(n_classes, d_t, device=device).index_add(0, ys, feats)
-            means /= torch.bincount(ys, minlength=n_classes).clamp(min=1).unsqueeze(1).float()
-            glob = feats.mean(0)
+            means, glob, _ = L.class_means(feats, data.train.y.to(device), n_classes)
             t_dirs = L.centred_directions(means, glob)
         ema = L.ClassMeanEMA(n_classes, d_t, 0.9, device)
 
@@ -155,6 +178,7 @@ def distillation(loss: str, teacher: nn.Module, student: nn.Module, data, transf
             nc2 = L.nc2_loss(L.centred_directions(s_means[seen], s_glob), t_dirs[seen]) if int(seen.sum()) > 1 else 0.0
             return L.kd_loss(z, teacher(x), 4.0) + L.nc1_loss(zp, y, t_dirs, glob) + nc2
 
+        nckd.projector = proj  # for the post-hoc NC3 head (nc3_accuracy)
         return nckd, list(proj.parameters()), 1.0
     if loss == "trg":
         probe = torch.zeros(2, *data.input_shape, device=device)
@@ -243,4 +267,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"teacher accuracy        {100 * acc_t:6.2f}%")
     print(f"student alone accuracy  {100 * acc_a:6.2f}%  ({t_alone:.0f}s)")
     print(f"distilled accuracy      {100 * acc_d:6.2f}%  ({t_dist:.0f}s, {100 * (acc_d - acc_a):+.2f} points)")
+    if args.loss == "nckd":
+        acc_nc3 = nc3_accuracy(student, extra.projector, data, transform, device)
+        print(f"distilled, NC3 head:    {100 * acc_nc3:6.2f}%  (cosine to the student's class means)")
     return 0

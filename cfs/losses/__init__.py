@@ -8,7 +8,7 @@ detached inside every function, so a teacher never receives a gradient.
 
 from cfs.losses.clkd import class_correlation, clkd_loss
 from cfs.losses.kd import kd_loss, new_class_cross_entropy, soft_cross_entropy
-from cfs.losses.nckd import ClassMeanEMA, centred_directions, nc1_loss, nc2_loss
+from cfs.losses.nckd import ClassMeanEMA, centred_directions, class_means, nc1_loss, nc2_loss, nc3_logits
 from cfs.losses.pckd import category_contrastive_loss, feature_alignment_loss, pckd_preview_weights, supcon_loss
 from cfs.losses.trg import contextual_loss, graph_loss, node_loss, trg_loss
 
@@ -16,6 +16,7 @@ __all__ = [
     "ClassMeanEMA",
     "category_contrastive_loss",
     "centred_directions",
+    "class_means",
     "class_correlation",
     "clkd_loss",
     "contextual_loss",
@@ -24,6 +25,7 @@ __all__ = [
     "kd_loss",
     "nc1_loss",
     "nc2_loss",
+    "nc3_logits",
     "new_class_cross_entropy",
     "node_loss",
     "pckd_preview_weights",

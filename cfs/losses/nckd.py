@@ -25,6 +25,23 @@ def nc1_loss(student: torch.Tensor, y: torch.Tensor, teacher_dirs: torch.Tensor,
     return (z - teacher_dirs.detach().float()[y]).pow(2).sum(1).mean()
 
 
+def class_means(features: torch.Tensor, y: torch.Tensor,
+                n_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(C, D) class means of ``features`` (zero rows for absent classes), the global mean and
+    the (C,) mask of classes present."""
+    f = features.float()
+    counts = torch.bincount(y, minlength=n_classes)
+    sums = torch.zeros(n_classes, f.shape[1], device=f.device).index_add(0, y, f)
+    return sums / counts.clamp(min=1).unsqueeze(1).float(), f.mean(0), counts > 0
+
+
+def nc3_logits(features: torch.Tensor, class_dirs: torch.Tensor, scale: float = 16.0) -> torch.Tensor:
+    """NCKD's post-hoc NC3 (self-duality) classifier: ``s * cos(g(h), m_c)`` with ``m_c`` the
+    student's normalised centred class means (:func:`centred_directions`); nearest class
+    centre by angle (NC4)."""
+    return scale * F.normalize(features.float(), dim=1) @ class_dirs.float().T
+
+
 def etf_gram(n: int, device: torch.device | None = None) -> torch.Tensor:
     """The Gram matrix of a simplex ETF: ``(C/(C-1)) (I - 11^T/C)`` (unit diagonal)."""
     eye = torch.eye(n, device=device)

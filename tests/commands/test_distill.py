@@ -37,9 +37,26 @@ def test_distill_reports_three_accuracies(teacher, loss, capsys):
     assert alone > 60 and distilled > 60  # both students learn the 10 digits from 600 images
 
 
+def test_nckd_reports_the_nc3_head(teacher, capsys):
+    capsys.readouterr()
+    args = ["distill", "--teacher", str(teacher), "--student", "mlp", "--loss", "nckd", "--epochs", "3",
+            "--train-per-class", "60", "--threads", "1"]
+    assert main(args) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if "NC3 head" in ln]
+    assert len(line) == 1
+    assert float(re.search(r"([\d.]+)%", line[0]).group(1)) > 60  # nearest class centre learns the digits too
+
+
 def test_distill_user_errors(teacher, tmp_path, capsys):
     assert main(["distill", "--student", "mlp"]) == 2
     assert main(["distill", "--teacher", str(tmp_path / "missing.pt")]) == 2
     assert main(["distill", "--train-teacher"]) == 2
     err = capsys.readouterr().err
     assert "--teacher CKPT" in err and "does not exist" in err and "--save" in err
+    garbage, other = tmp_path / "garbage.pt", tmp_path / "other.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    torch.save({"weights": torch.zeros(1)}, other)
+    assert main(["distill", "--teacher", str(garbage)]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert main(["distill", "--teacher", str(other)]) == 2
+    assert "is not a teacher checkpoint" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from cfs.losses import ClassMeanEMA, centred_directions, nc1_loss, nc2_loss
+from cfs.losses import ClassMeanEMA, centred_directions, class_means, nc1_loss, nc2_loss, nc3_logits
 from cfs.losses.nckd import etf_gram
 
 
@@ -52,3 +52,21 @@ def test_teacher_gets_no_gradient(no_teacher_grad):
     y = torch.tensor([0, 1, 2])
     no_teacher_grad(lambda s, t: nc1_loss(s, y, t, torch.zeros(3)), torch.randn(3, 3), torch.eye(3))
     no_teacher_grad(lambda s, t: nc2_loss(s, t), torch.randn(3, 3), torch.randn(3, 3))
+
+
+def test_class_means_by_hand():
+    f = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]])
+    means, glob, present = class_means(f, torch.tensor([0, 0, 2]), 3)
+    assert torch.allclose(means, torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 2.0]]))
+    assert torch.allclose(glob, torch.tensor([4 / 3, 2 / 3]))
+    assert present.tolist() == [True, False, True]
+
+
+def test_nc3_logits_by_hand():
+    # class means (1, 0) and (0, 1): global mean (0.5, 0.5), directions (1, -1)/sqrt2 and (-1, 1)/sqrt2
+    dirs = centred_directions(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0.5, 0.5]))
+    logits = nc3_logits(torch.tensor([[2.0, 0.0], [1.0, 3.0]]), dirs)
+    # (2, 0): cos = +-1/sqrt2; (1, 3): cos = -+(2/sqrt10)/sqrt2 = -+1/sqrt5
+    expected = 16 * torch.tensor([[2 ** -0.5, -(2 ** -0.5)], [-(5 ** -0.5), 5 ** -0.5]])
+    assert torch.allclose(logits, expected, atol=1e-6)
+    assert logits.argmax(1).tolist() == [0, 1]  # nearest class centre by angle
