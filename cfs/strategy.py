@@ -9,6 +9,8 @@ hook points of :mod:`cfs.hookspec`. A strategy that implements no hook is plain 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from typing import Any, ClassVar
 
 import torch
@@ -45,6 +47,9 @@ class Strategy:
                 valid = ", ".join(fields) or "none"
                 hint = did_you_mean(key, fields) or f" (valid: {valid})"
                 raise CfsError(f"unknown option {cls.name}.{key}{hint}")
+        hints = typing.get_type_hints(cls.Options)
+        for key, value in list(values.items()):
+            values[key] = _checked(f"{cls.name}.{key}", value, hints.get(key))
         try:
             return cls.Options(**values)
         except (TypeError, ValueError) as exc:
@@ -57,6 +62,29 @@ class Strategy:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+
+def _checked(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as the option's declared type (an int is a valid float), or a one-line error:
+    ``-o derpp.alpha=abc`` must fail here, not as a traceback mid-run."""
+    if hint is None or hint is Any:
+        return value
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for t in allowed:
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t in (bool, str) and isinstance(value, t):
+            return value
+        if typing.get_origin(t) in (list, tuple) and isinstance(value, (list, tuple)):
+            return value
+        if t not in (float, int, bool, str) and typing.get_origin(t) is None and isinstance(t, type) and isinstance(value, t):
+            return value
+    expected = " or ".join("None" if t is type(None) else getattr(t, "__name__", str(t)) for t in allowed)
+    raise CfsError(f"option {name} must be {expected}, got {value!r}")
 
 
 def tensor_state(**tensors: torch.Tensor | None) -> dict[str, Any]:

@@ -66,3 +66,28 @@ def test_strategy_options_validated():
 
     with pytest.raises(CfsError, match="unknown option s.lam"):
         S.make_options({"lam": 1})
+
+
+def test_option_values_are_checked_against_their_types():
+    from cfs_plugins.derpp import DERpp
+    from cfs_plugins.ewc import EWC
+
+    with pytest.raises(CfsError, match=r"option derpp.alpha must be float or None, got 'abc'"):
+        DERpp.make_options({"alpha": "abc"})
+    with pytest.raises(CfsError, match="option derpp.buffer must be int"):
+        DERpp.make_options({"buffer": 2.5})
+    with pytest.raises(CfsError, match="option ewc.online must be bool"):
+        EWC.make_options({"online": "sometimes"})
+    assert DERpp.make_options({"alpha": 1}).alpha == 1.0 and isinstance(DERpp.make_options({"alpha": 1}).alpha, float)
+
+
+def test_every_strategy_accepts_its_own_defaults():
+    """The type check knows every option type the first-party strategies declare."""
+    import dataclasses
+
+    pm = get_plugin_manager([])
+    for name in list(pm.strategies):
+        cls = pm.strategies.get(name)
+        for f in dataclasses.fields(cls.Options):
+            if f.default is not dataclasses.MISSING:
+                cls.make_options({f.name: f.default})
