@@ -186,17 +186,6 @@ class ReservoirBuffer:
             setattr(self, key, None if value is None else value.to(device))
 
 
-def unprepare(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype) -> torch.Tensor:
-    """Undo a normalisation ``(x / 255 - mean) / std`` (uint8 data) or ``(x - mean) / std``
-    (float data), to store a prepared batch as compactly as the data set stores its images."""
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1)
-    x = x.detach().float() * s + m
-    if dtype == torch.uint8:
-        return (x * 255).round_().clamp_(0, 255).to(torch.uint8)
-    return x.to(dtype)
-
-
 @torch.no_grad()
 def embed_raw(state, x: torch.Tensor, batch_size: int = 512, model: torch.nn.Module | None = None) -> torch.Tensor:
     """Features of raw images ``x`` under the run's test transform, ``model`` (default the

@@ -65,7 +65,7 @@ class Strategy:
 
 
 def _checked(name: str, value: Any, hint: Any) -> Any:
-    """``value`` as the option's declared type (an int is a valid float), or a one-line error:
+    """``value`` as the option's declared type, or a one-line error:
     ``-o derpp.alpha=abc`` must fail here, not as a traceback mid-run."""
     if hint is None or hint is Any:
         return value
@@ -74,14 +74,11 @@ def _checked(name: str, value: Any, hint: Any) -> Any:
         return None
     for t in allowed:
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if t is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if t in (bool, str) and isinstance(value, t):
-            return value
-        if typing.get_origin(t) in (list, tuple) and isinstance(value, (list, tuple)):
-            return value
-        if t not in (float, int, bool, str) and typing.get_origin(t) is None and isinstance(t, type) and isinstance(value, t):
+            return float(value)  # an int is a valid float
+        kind = typing.get_origin(t) or t  # list[int] -> list
+        if kind in (list, tuple) and isinstance(value, (list, tuple)):
+            return value  # YAML gives lists for either
+        if isinstance(kind, type) and isinstance(value, kind) and not (t is int and isinstance(value, bool)):
             return value
     expected = " or ".join("None" if t is type(None) else getattr(t, "__name__", str(t)) for t in allowed)
     raise CfsError(f"option {name} must be {expected}, got {value!r}")

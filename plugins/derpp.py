@@ -33,8 +33,7 @@ import torch.nn.functional as F
 
 from cfs import hookimpl
 from cfs.engine.state import RunState
-from cfs.errors import CfsError
-from cfs.memory import ReservoirBuffer, unprepare
+from cfs.memory import ReservoirBuffer
 from cfs.registry import Registry
 from cfs.strategy import Strategy
 
@@ -87,24 +86,10 @@ class DERpp(Strategy):
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)
         self.buffer = ReservoirBuffer(self.options.buffer)
-        #: "raw", "view" or "prepared" (see _storage); fixed by the first batch stored
-        self.stored: str | None = None
 
     def _replayed(self, state: RunState, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = self.buffer.sample(n, state.generator)
-        if self.stored == "prepared":
-            return idx, self.buffer.x[idx]
-        augment = self.options.augment_replay and self.stored == "raw"
-        return idx, state.prepare(self.buffer.x[idx], train=augment)
-
-    @staticmethod
-    def _storage(state: RunState) -> str:
-        """What the buffer holds: the raw images (mammoth's ``not_aug_inputs``) when the loop
-        says which rows a batch came from; otherwise the batch's augmented view, as uint8 when
-        the normalisation can be undone, or as prepared when a resize makes that impossible."""
-        if state.batch_index is not None and state.train_data is not None:
-            return "raw"
-        return "prepared" if getattr(state.transform, "resize", None) else "view"
+        return idx, state.prepare(self.buffer.x[idx], train=self.options.augment_replay)
 
     @hookimpl
     def cfs_before_run(self, state: RunState) -> None:
@@ -133,28 +118,16 @@ class DERpp(Strategy):
     def cfs_after_batch(self, state: RunState) -> None:
         if state.outputs is None:
             return
-        x, y = state.batch
-        storage = self._storage(state)
-        if self.stored is None:
-            self.stored = storage
-        elif storage != self.stored:
-            raise CfsError(f"derpp: this loop gives {storage} batches but the buffer holds {self.stored} ones")
-        if storage == "raw":
-            rows = state.train_data.x[state.batch_index]
-        elif storage == "prepared":
-            rows = x.detach().clone()
-        else:
-            t = state.transform
-            rows = unprepare(x, t.mean, t.std, state.train_data.x.dtype)
-        n = len(rows)  # the batch's own samples come first; strategies may append replayed ones
-        self.buffer.add(rows, y[:n], state.outputs.detach()[:n], generator=state.generator)
+        # the raw images of the batch's own rows (replayed samples strategies appended come after)
+        rows = state.train_data.x[state.batch_index]
+        n = len(rows)
+        self.buffer.add(rows, state.batch[1][:n], state.outputs.detach()[:n], generator=state.generator)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"buffer": self.buffer.state_dict(), "stored": self.stored}
+        return {"buffer": self.buffer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.buffer.load_state_dict(state["buffer"])
-        self.stored = state.get("stored")
 
 
 @hookimpl

@@ -123,7 +123,7 @@ class NCKD(TeacherStrategy):
             if t is not None:
                 setattr(self, name, t.to(dev))
         if self.ema is not None:
-            self.ema = ClassMeanEMA.from_state_dict(self.ema.state_dict(), dev)
+            self.ema.to(dev)
 
 
 @hookimpl

@@ -128,9 +128,8 @@ class ContinualLoop:
             if loss is None:
                 loss = self.default_step()
                 # strategies may append replayed samples after the batch's own m rows
-                out, y = s.outputs.detach(), s.batch[1]
-                outputs.append(out if len(out) == m else out[:m])
-                targets.append(y if len(y) == m else y[:m])
+                outputs.append(s.outputs.detach()[:m])
+                targets.append(s.batch[1][:m])
             losses.append(loss.detach() if torch.is_tensor(loss) else torch.tensor(float(loss)))
             sizes.append(m)
             h.cfs_after_batch(state=s)

@@ -94,13 +94,17 @@ class ClassMeanEMA:
         self.global_mean = glob.detach()
         return means, glob
 
+    def to(self, device: torch.device) -> ClassMeanEMA:
+        self.means, self.seen = self.means.to(device), self.seen.to(device)
+        self.global_mean = None if self.global_mean is None else self.global_mean.to(device)
+        return self
+
     def state_dict(self) -> dict[str, Any]:
         glob = None if self.global_mean is None else self.global_mean.cpu()
         return {"momentum": self.momentum, "means": self.means.cpu(), "seen": self.seen.cpu(), "global_mean": glob}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any], device: torch.device | None = None) -> ClassMeanEMA:
-        ema = cls(*state["means"].shape, momentum=state["momentum"], device=device)
-        ema.means, ema.seen = state["means"].to(device), state["seen"].to(device)
-        ema.global_mean = None if state["global_mean"] is None else state["global_mean"].to(device)
+    def from_state_dict(cls, state: dict[str, Any]) -> ClassMeanEMA:
+        ema = cls(*state["means"].shape, momentum=state["momentum"])
+        ema.means, ema.seen, ema.global_mean = state["means"], state["seen"], state["global_mean"]
         return ema

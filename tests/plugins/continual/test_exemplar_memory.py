@@ -7,7 +7,7 @@ import torch
 
 from cfs.data.arrays import ArrayDataset
 from cfs.errors import CfsError
-from cfs.memory import ClassBalancedMemory, ReservoirBuffer, herding_order, unprepare
+from cfs.memory import ClassBalancedMemory, ReservoirBuffer, herding_order
 
 
 def _classes(classes, per_class=20):
@@ -75,10 +75,3 @@ def test_reservoir_stores_logits_of_growing_width():
     buf.add(torch.zeros(2, 1), torch.tensor([2, 3]), torch.full((2, 4), 2.0))
     assert buf.logits.shape == (4, 4) and buf.widths.tolist() == [2, 2, 4, 4]
     assert buf.logits[0].tolist() == [1.0, 1.0, 0.0, 0.0]
-
-
-def test_unprepare_inverts_the_normalisation():
-    x = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
-    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
-    assert torch.equal(unprepare((x.float() / 255 - m) / s, mean, std, torch.uint8), x)
