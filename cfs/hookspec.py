@@ -2,19 +2,54 @@
 
 Hooks come in four families:
 
-* **Registration** (``cfs_add_*``): called once when the plugin manager starts; a plugin adds
-  named things to a :class:`cfs.registry.Registry`.
-* **Lifecycle** (``cfs_before_*`` / ``cfs_after_*``): called at fixed points of the training
-  and evaluation loops with the run's :class:`cfs.engine.state.RunState`; they may mutate the
-  state (for example replace ``state.batch`` or ``state.train_data``) and return nothing.
-* **Loss** (``cfs_loss``): every implementation may return an extra loss term; the engine sums
-  them with the base loss, which is how ``--strategy a+b`` composes regularizers.
+* **Registration** (``cfs_add_*``): called once when the plugin manager starts; a plugin
+  *module* adds named things to a :class:`cfs.registry.Registry` (strategies, scenarios,
+  scenario kinds, backbones, loggers, subcommands, distillation losses).
+* **Lifecycle** (``cfs_before_*`` / ``cfs_after_*``): called at fixed points of the loops with
+  the run's :class:`cfs.engine.state.RunState`; they may mutate the state (join data to
+  ``state.train_data`` with ``state.join_train_data``, append replayed rows with
+  ``state.batch.append_replayed``) and return nothing.
+* **Collecting** (``cfs_loss``, ``cfs_extra_parameters``): every composed strategy may answer;
+  the engine sums the loss terms and joins the parameter lists.
 * **Replacement** (``firstresult=True``): the first non-``None`` answer replaces the engine's
-  default behaviour (a training-free method replaces the training of an experience; a
-  prototype classifier replaces prediction).
+  default (a training-free method replaces the training of an experience; a prototype
+  classifier replaces prediction).
 
-Only the strategies of the current run are registered while it runs, so per-run hooks see
-exactly the composed strategies (and any plugin that explicitly joins every run).
+Composition (``--strategy a+b``) is a set, see :mod:`cfs.composition`: the composed
+strategies' hooks run in alphabetical order of their names whatever order the user wrote;
+two strategies answering the same replacement hook are refused before any work unless one
+declares ``fallback_hooks`` or both name the same ``shared_answers`` computation. Only the
+strategies of the current run are registered while it runs.
+
+Which loop calls which hook (the optimisation step, :class:`cfs.engine.step.OptimStep`, is
+shared: ``cfs_extra_parameters`` when it builds the optimizer, then per step the base loss,
+``cfs_loss``, ``cfs_before_backward``, ``cfs_after_backward``):
+
+=========================  ==========================  ================================
+hook                       continual (class-inc/FSCIL)  episodic (N-way K-shot)
+=========================  ==========================  ================================
+cfs_before_run             once                         once
+cfs_before_training_exp    per experience               --
+cfs_train_experience       per experience (replaces)    --
+cfs_extra_parameters       per experience               once
+cfs_before_epoch           per epoch                    --
+cfs_before_batch           per batch                    --
+cfs_training_step          per batch (replaces step)    --
+cfs_after_forward          per batch                    --
+cfs_base_loss              per batch (replaces CE)      -- (the base is cfs_meta_loss)
+cfs_meta_loss              --                           per meta-batch (the base loss)
+cfs_loss                   per batch                    per meta-batch
+cfs_before_backward        per batch                    per meta-batch
+cfs_after_backward         per batch                    per meta-batch
+cfs_after_batch            per batch                    per meta-batch
+cfs_after_epoch            per epoch                    --
+cfs_after_training_exp     per experience               --
+cfs_before_eval            per evaluation               --
+cfs_predict                per evaluation batch         --
+cfs_predict_episode        --                           per validation/test chunk
+cfs_after_eval             per evaluation               --
+cfs_after_run              once                         once
+=========================  ==========================  ================================
 """
 
 from __future__ import annotations
@@ -53,6 +88,30 @@ def cfs_add_scenarios(registry: "Registry") -> None:
 @hookspec
 def cfs_add_backbones(registry: "Registry") -> None:
     """Register backbone factories (``--backbone`` names); see :mod:`cfs.models.backbones`."""
+
+
+@hookspec
+def cfs_add_scenario_kinds(registry: "Registry") -> None:
+    """Register scenario kinds (:class:`cfs.kinds.ScenarioKind`: the loop that drives a
+    scenario of that kind, its metrics writer, console table and report section). A new
+    setting (online, task-incremental) is a new kind registered here, not a branch in the core."""
+
+
+@hookspec
+def cfs_add_loggers(registry: "Registry") -> None:
+    """Register result loggers (``--logger NAME``)."""
+
+
+@hookspec
+def cfs_add_commands(registry: "Registry") -> None:
+    """Register ``cfs`` subcommands (an object with ``name``, ``add_parser(subparsers, parent)``
+    and ``run(args) -> int``)."""
+
+
+@hookspec
+def cfs_add_distill_losses(registry: "Registry") -> None:
+    """Register teacher-student distillation losses by name (used by ``cfs distill --loss`` and
+    by the distillation strategies alike)."""
 
 
 # --------------------------------------------------------------------------- run level
@@ -107,15 +166,19 @@ def cfs_after_epoch(state: "RunState") -> None:
 
 @hookspec
 def cfs_before_batch(state: "RunState") -> None:
-    """``state.batch`` holds ``(x, y)`` of the current experience, already augmented and
-    normalised, on the run's device. A strategy may append replayed samples to it."""
+    """``state.batch`` (:class:`cfs.engine.batch.Batch`) holds the drawn rows, augmented and
+    normalised, on the run's device, with their provenance (``batch.incoming``,
+    ``batch.replayed``, ``batch.index``). A strategy appends replayed samples with
+    ``state.batch.append_replayed(x, y, source=self.name, **targets)``; never reassign it."""
 
 
 @hookspec(firstresult=True)
 def cfs_training_step(state: "RunState") -> Any:
     """Replace forward, loss, backward and optimizer step for one batch.
 
-    Return the loss (a tensor or float) to skip the engine's own step.
+    Return the loss (a tensor or float) to skip the engine's own step. Set ``state.outputs``
+    to the logits of every row of ``state.batch`` for the epoch's training accuracy to count
+    this batch (otherwise the epoch's accuracy is ``nan``: nothing was measured).
     """
 
 
@@ -132,7 +195,9 @@ def cfs_base_loss(state: "RunState") -> "torch.Tensor | None":
 
 @hookspec
 def cfs_loss(state: "RunState") -> "torch.Tensor | None":
-    """Return an extra loss term to add to the base loss, or ``None``. All answers are summed."""
+    """Return an extra loss term to add to the base loss, or ``None``. All answers are summed
+    (in the continual loop after ``cfs_after_forward``; in the episodic loop after
+    ``cfs_meta_loss``)."""
 
 
 @hookspec

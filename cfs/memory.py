@@ -52,7 +52,7 @@ class ClassBalancedMemory:
         if selection not in SELECTIONS:
             raise CfsError(f"unknown exemplar selection {selection!r}; use one of {', '.join(SELECTIONS)}")
         if per_class is None and budget < 1:
-            raise CfsError("memory budget must be at least 1 (e.g. -o replay.budget=2000)")
+            raise CfsError(f"memory budget must be at least 1, got {budget}")
         self.budget = budget
         self.per_class = per_class
         self.selection = selection
@@ -124,7 +124,7 @@ class ReservoirBuffer:
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
-            raise CfsError("buffer size must be at least 1 (e.g. -o derpp.buffer=200)")
+            raise CfsError(f"buffer size must be at least 1, got {capacity}")
         self.capacity = capacity
         self.seen = 0
         self.x: torch.Tensor | None = None
@@ -184,6 +184,13 @@ class ReservoirBuffer:
         for key in ("x", "y", "logits", "widths"):
             value = state[key]
             setattr(self, key, None if value is None else value.to(device))
+
+
+def store_experience(memory: ClassBalancedMemory, state) -> None:
+    """Store the just-trained experience's classes in ``memory`` from the experience's own data
+    (never the rows joined from a memory), herding on the run's model features."""
+    data = state.experience.train.to(state.device)
+    memory.update(data, embed=lambda x: embed_raw(state, x), generator=state.generator)
 
 
 @torch.no_grad()

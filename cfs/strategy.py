@@ -33,9 +33,22 @@ class Strategy:
     name: ClassVar[str] = ""
     compatibility: ClassVar[frozenset[str]] = frozenset({"class-incremental"})
     Options: ClassVar[type] = NoOptions
+    #: Replacement (``firstresult``) hooks whose answer here is only a fallback: when another
+    #: composed strategy answers the same hook, that answer wins (a declared precedence).
+    fallback_hooks: ClassVar[frozenset[str]] = frozenset()
+    #: Replacement hook -> the name of a shared computation this strategy's answer is (for
+    #: example ``{"cfs_base_loss": "cfs.losses.new_class_cross_entropy"}``). Strategies whose
+    #: answers name the same computation compose: they would all answer the same thing.
+    shared_answers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, options: Any | None = None) -> None:
         self.options = options if options is not None else self.Options()
+
+    def inactive_hooks(self) -> frozenset[str]:
+        """Hooks this class implements that this instance leaves out with its options (they are
+        not registered, so they are never called and cannot conflict with a composed strategy).
+        Override, for example, to answer ``cfs_base_loss`` only when an option asks for it."""
+        return frozenset()
 
     @classmethod
     def make_options(cls, values: dict[str, Any] | None) -> Any:
@@ -55,7 +68,9 @@ class Strategy:
         except (TypeError, ValueError) as exc:
             raise CfsError(f"bad options for {cls.name}: {exc}") from exc
 
-    # -- checkpointing: everything a strategy learns across experiences must round-trip here
+    # -- checkpointing. Optional today: no engine code calls these yet (checkpoint/resume is
+    # its own issue); a strategy that learns across experiences should still implement them so
+    # that resume works when it lands. The round-trip tests of first-party strategies use them.
     def state_dict(self) -> dict[str, Any]:
         """Tensors and values to restore this strategy mid-stream (memories, Fisher, teachers)."""
         return {}

@@ -9,7 +9,8 @@ copy (evaluation mode, no gradients, its head as wide as the classes it had lear
 from __future__ import annotations
 
 import copy
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -17,6 +18,31 @@ from torch import nn
 from cfs import hookimpl
 from cfs.losses.kd import new_class_cross_entropy
 from cfs.strategy import Strategy
+
+
+#: The shared base loss of the teacher family (and EWC): strategies whose ``cfs_base_loss`` is
+#: this computation compose, since they would all answer the same thing (cfs.composition).
+NEW_CLASS_CE = "cfs.losses.new_class_cross_entropy"
+
+
+@dataclass
+class TeacherOptions:
+    """Options every teacher strategy has.
+
+    ``new_class_ce``: once a teacher exists, the base loss of a batch of new-class samples is
+    the cross-entropy over the new-class logits only (PyCIL's LwF/EWC protocol), leaving the old
+    logits to the distillation term; a batch holding old-class samples (a memory composed in)
+    gets the cross-entropy over all seen classes. Off by default; a subclass's options turn it
+    on where its paper's protocol does (LwF, KD, CLKD, NCKD, TRG, PCKD)."""
+
+    new_class_ce: bool = False
+
+
+def new_class_base_loss(state: Any, n_old: int) -> torch.Tensor | None:
+    """The ``NEW_CLASS_CE`` base loss of the current batch, or ``None`` before any old class."""
+    if n_old <= 0:
+        return None
+    return new_class_cross_entropy(state.outputs, state.batch.y, n_old)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -93,9 +119,16 @@ class TeacherStrategy(Strategy):
     ``cfs_after_training_exp`` must call :meth:`take_snapshot` itself.
     """
 
+    Options: ClassVar[type] = TeacherOptions
+    shared_answers: ClassVar[dict[str, str]] = {"cfs_base_loss": NEW_CLASS_CE}
+
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)
         self.teacher = PreviousModel()
+
+    def inactive_hooks(self) -> frozenset[str]:
+        """``cfs_base_loss`` only with the explicit option ``new_class_ce``."""
+        return frozenset() if self.options.new_class_ce else frozenset({"cfs_base_loss"})
 
     def take_snapshot(self, state: Any) -> None:
         self.teacher.snapshot(state.model, state.n_seen)
@@ -130,12 +163,10 @@ class TeacherStrategy(Strategy):
 
     @hookimpl
     def cfs_base_loss(self, state: Any) -> torch.Tensor | None:
-        """With option ``new_class_ce`` (LwF's protocol, PyCIL), the CE of a new-class sample
-        sees only the new-class logits once a teacher exists; the teacher's distillation term
-        is then what keeps the old classes."""
-        if not getattr(self.options, "new_class_ce", False) or self.active_teacher(state) is None:
+        """Registered only with option ``new_class_ce`` (see :class:`TeacherOptions`)."""
+        if self.active_teacher(state) is None:
             return None
-        return new_class_cross_entropy(state.outputs, state.batch[1], self.teacher.n_classes)
+        return new_class_base_loss(state, self.teacher.n_classes)
 
     def state_dict(self) -> dict[str, Any]:
         return {"teacher": self.teacher.state_dict()}

@@ -16,7 +16,7 @@ engine's growing head; a stored z then covers the classes seen when it was store
 those columns are matched.
 
 As in mammoth, the buffer keeps the raw (non-augmented) images, read from the experience's
-data through ``state.batch_index`` (uint8 where the data set is uint8), and replays them
+data through ``state.batch.incoming_index`` (uint8 where the data set is uint8), and replays them
 through the training augmentation (``augment_replay=False``: only normalised); z is the logit
 of the augmented view that was trained on. Storing the augmented view instead and
 re-augmenting it would crop a crop (shifts twice the padding).
@@ -118,10 +118,11 @@ class DERpp(Strategy):
     def cfs_after_batch(self, state: RunState) -> None:
         if state.outputs is None:
             return
-        # the raw images of the batch's own rows (replayed samples strategies appended come after)
-        rows = state.train_data.x[state.batch_index]
-        n = len(rows)
-        self.buffer.add(rows, state.batch[1][:n], state.outputs.detach()[:n], generator=state.generator)
+        # only the incoming rows enter the reservoir, as raw images (provenance: cfs.engine.batch)
+        batch = state.batch
+        keep = batch.incoming
+        self.buffer.add(state.train_data.x[batch.incoming_index], batch.y[keep], state.outputs.detach()[keep],
+                        generator=state.generator)
 
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer.state_dict()}

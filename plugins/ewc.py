@@ -30,9 +30,9 @@ import torch.nn.functional as F
 
 from cfs import hookimpl
 from cfs.engine.state import RunState
-from cfs.losses import new_class_cross_entropy
 from cfs.registry import Registry
 from cfs.strategy import Strategy
+from cfs.teacher import NEW_CLASS_CE, new_class_base_loss
 
 
 @dataclass
@@ -87,6 +87,7 @@ class EWC(Strategy):
     name = "ewc"
     compatibility = frozenset({"class-incremental"})
     Options = EWCOptions
+    shared_answers = {"cfs_base_loss": NEW_CLASS_CE}
 
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)
@@ -100,11 +101,13 @@ class EWC(Strategy):
             return float(self.options.lam)
         return 10.0 if self.options.online else 1000.0
 
+    def inactive_hooks(self) -> frozenset[str]:
+        return frozenset() if self.options.new_class_ce else frozenset({"cfs_base_loss"})
+
     @hookimpl
     def cfs_base_loss(self, state: RunState) -> torch.Tensor | None:
-        if not self.options.new_class_ce or not self.fisher:
-            return None
-        return new_class_cross_entropy(state.outputs, state.batch[1], self.n_old)
+        """The teacher family's new-class CE (option ``new_class_ce``), shared with it."""
+        return new_class_base_loss(state, self.n_old) if self.fisher else None
 
     @hookimpl
     def cfs_loss(self, state: RunState) -> torch.Tensor | None:

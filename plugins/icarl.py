@@ -21,14 +21,13 @@ import torch.nn.functional as F
 from cfs import hookimpl
 from cfs.engine.state import RunState
 from cfs.losses import soft_cross_entropy
-from cfs.memory import ClassBalancedMemory, embed_raw
+from cfs.memory import ClassBalancedMemory, embed_raw, store_experience
 from cfs.registry import Registry
-from cfs.teacher import TeacherStrategy
-from cfs_plugins.replay import update_memory, with_memory
+from cfs.teacher import TeacherOptions, TeacherStrategy
 
 
 @dataclass
-class ICaRLOptions:
+class ICaRLOptions(TeacherOptions):
     budget: int = 2000
     per_class: int | None = None
     T: float = 2.0
@@ -50,7 +49,7 @@ class ICaRL(TeacherStrategy):
 
     @hookimpl
     def cfs_before_training_exp(self, state: RunState) -> None:
-        state.train_data = with_memory(state.train_data, self.memory)
+        state.join_train_data(self.memory.dataset())
 
     @hookimpl
     def cfs_loss(self, state: RunState) -> torch.Tensor | None:
@@ -59,7 +58,7 @@ class ICaRL(TeacherStrategy):
 
     @hookimpl
     def cfs_after_training_exp(self, state: RunState) -> None:
-        update_memory(self.memory, state)
+        store_experience(self.memory, state)
         self.means = self.class_means(state)
         self.take_snapshot(state)
 

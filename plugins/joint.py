@@ -44,8 +44,9 @@ class Joint(Strategy):
 
     @hookimpl
     def cfs_before_training_exp(self, state: RunState) -> None:
-        self.seen.append(state.train_data)
-        state.train_data = ArrayDataset.concat(self.seen)
+        if self.seen:  # earlier experiences' data, joined as replayed rows
+            state.join_train_data(ArrayDataset.concat(self.seen))
+        self.seen.append(state.experience.train)
         if self.options.reset and self._init_state is not None:
             state.model.backbone.load_state_dict(self._init_state)
             head = state.model.head

@@ -16,11 +16,11 @@ from cfs import hookimpl
 from cfs.engine.state import RunState
 from cfs.losses import soft_cross_entropy
 from cfs.registry import Registry
-from cfs.teacher import TeacherStrategy
+from cfs.teacher import TeacherOptions, TeacherStrategy
 
 
 @dataclass
-class LwFOptions:
+class LwFOptions(TeacherOptions):
     lam: float = 3.0
     T: float = 2.0
     new_class_ce: bool = True

@@ -15,9 +15,8 @@ from typing import Any
 import torch
 
 from cfs import hookimpl
-from cfs.data.arrays import ArrayDataset
 from cfs.engine.state import RunState
-from cfs.memory import ClassBalancedMemory, embed_raw
+from cfs.memory import ClassBalancedMemory, store_experience
 from cfs.registry import Registry
 from cfs.strategy import Strategy
 
@@ -36,17 +35,6 @@ class ReplayOptions:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
 
 
-def update_memory(memory: ClassBalancedMemory, state: RunState) -> None:
-    """Store the just-trained experience's classes (its own data, not the replayed part)."""
-    data = state.experience.train.to(state.device)
-    memory.update(data, embed=lambda x: embed_raw(state, x), generator=state.generator)
-
-
-def with_memory(data: ArrayDataset, memory: ClassBalancedMemory) -> ArrayDataset:
-    stored = memory.dataset()
-    return data if stored is None else ArrayDataset.concat([data, stored])
-
-
 class Replay(Strategy):
     """Rehearsal of a class-balanced exemplar memory (budget 2000, herding)."""
 
@@ -62,21 +50,21 @@ class Replay(Strategy):
     @hookimpl
     def cfs_before_training_exp(self, state: RunState) -> None:
         if self.options.mode == "concat":
-            state.train_data = with_memory(state.train_data, self.memory)
+            state.join_train_data(self.memory.dataset())
 
     @hookimpl
     def cfs_before_batch(self, state: RunState) -> None:
         if self.options.mode != "batch" or not len(self.memory):
             return
         stored = self.memory.dataset()
-        x, y = state.batch
+        n = state.batch.n_drawn
         dev = state.generator.device
-        idx = torch.randint(len(stored), (len(y),), generator=state.generator, device=dev).to(stored.y.device)
-        state.batch = (torch.cat([x, state.prepare(stored.x[idx], train=True)]), torch.cat([y, stored.y[idx]]))
+        idx = torch.randint(len(stored), (n,), generator=state.generator, device=dev).to(stored.y.device)
+        state.batch.append_replayed(state.prepare(stored.x[idx], train=True), stored.y[idx], source=self.name)
 
     @hookimpl
     def cfs_after_training_exp(self, state: RunState) -> None:
-        update_memory(self.memory, state)
+        store_experience(self.memory, state)
 
     def state_dict(self) -> dict[str, Any]:
         return {"memory": self.memory.state_dict()}

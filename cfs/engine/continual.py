@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from cfs.engine.batch import Batch
 from cfs.engine.devices import autocast
 from cfs.engine.hooks import ActiveHooks
-from cfs.engine.optim import build_optimizer, build_scheduler
 from cfs.engine.state import RunState
+from cfs.engine.step import OptimStep
 from cfs.scenarios.base import Experience
 
 
@@ -47,7 +48,7 @@ class ContinualLoop:
         self.hooks = ActiveHooks(state.hooks)
         self.timings = Timings()
         self.progress = progress
-        self.scaler = torch.amp.GradScaler("cuda", enabled=state.config.amp and state.device.type == "cuda")
+        self.step = OptimStep(state, self.hooks)
         self._test = self._stack_test(state.scenario.experiences)
 
     def _stack_test(self, experiences: list[Experience]):
@@ -83,6 +84,7 @@ class ContinualLoop:
         if hasattr(head, "expand") and head.out_features < s.n_seen:
             head.expand(s.n_seen - head.out_features)
         s.train_data = exp.train.to(s.device)
+        s.n_incoming_rows = len(s.train_data)
         h.cfs_before_training_exp(state=s)
         if h.cfs_train_experience(state=s) is None:
             self._epochs()
@@ -90,29 +92,29 @@ class ContinualLoop:
 
     def _epochs(self) -> None:
         s, h, cfg = self.state, self.hooks, self.state.config
-        extra = [p for ps in h.cfs_extra_parameters(state=s) for p in (ps or [])]
-        s.optimizer = build_optimizer(cfg, list(s.model.parameters()) + extra)
-        s.scheduler = build_scheduler(cfg, s.optimizer, cfg.epochs)
+        self.step.build(cfg.epochs)
         for epoch in tqdm(range(cfg.epochs), desc=f"exp {s.experience_index} epochs", disable=not self.progress, leave=False):
             s.epoch = epoch
             t0 = time.perf_counter()
             h.cfs_before_epoch(state=s)
-            loss_sum, correct, seen = self._one_epoch()
+            loss_sum, correct, seen, counted = self._one_epoch()
             if s.scheduler is not None:
                 s.scheduler.step()
             h.cfs_after_epoch(state=s)
-            n = max(seen, 1)
+            accuracy = float(correct) / counted if counted else float("nan")  # nan: no logits to count
             self.timings.epochs.append(
-                EpochLog(s.experience_index, epoch, float(loss_sum) / n, float(correct) / n, time.perf_counter() - t0)
+                EpochLog(s.experience_index, epoch, float(loss_sum) / max(seen, 1), accuracy, time.perf_counter() - t0)
             )
 
     def _one_epoch(self) -> tuple[float, float, int]:
-        """Train one epoch; return the summed loss, the number of correct predictions (on the
-        experience's own samples) and the number of samples. Per-batch statistics are only
-        collected here and reduced once at the end of the epoch, which keeps the step cheap."""
+        """Train one epoch; return the summed loss, the number of correct predictions and the
+        number of samples they were counted on (the incoming rows: replayed rows are not
+        this experience's training accuracy). Per-batch statistics are only collected here
+        and reduced once at the end of the epoch, which keeps the step cheap."""
         s, h, bs = self.state, self.hooks, self.state.config.batch_size
         data = s.train_data
         n = len(data)
+        joined = n > s.n_incoming_rows  # rows from a memory follow the experience's own
         order = torch.randperm(n, generator=s.generator).to(s.device)
         s.model.train()
         losses: list[torch.Tensor] = []
@@ -121,70 +123,61 @@ class ContinualLoop:
         targets: list[torch.Tensor] = []
         for start in range(0, n, bs):
             idx = order[start : start + bs]
-            m = min(bs, n - start)
-            s.batch, s.batch_index = (s.prepare(data.x[idx], train=True), data.y[idx]), idx
+            s.batch = Batch(s.prepare(data.x[idx], train=True), data.y[idx], index=idx,
+                            drawn_replayed=(idx >= s.n_incoming_rows) if joined else None)
+            s.outputs = None
             h.cfs_before_batch(state=s)
+            if not isinstance(s.batch, Batch):
+                raise TypeError("state.batch must stay a cfs.engine.batch.Batch: append replayed rows "
+                                "with state.batch.append_replayed(x, y, source)")
             loss = h.cfs_training_step(state=s)
             if loss is None:
-                loss = self.default_step()
-                # strategies may append replayed samples after the batch's own m rows
-                outputs.append(s.outputs.detach()[:m])
-                targets.append(s.batch[1][:m])
+                loss = self.step(self._forward_loss)
+            batch = s.batch
+            if s.outputs is not None and len(s.outputs) == batch.size:  # a replaced step may set it
+                if joined or batch.segments:
+                    keep = batch.incoming
+                    outputs.append(s.outputs.detach()[keep])
+                    targets.append(batch.y[keep])
+                else:
+                    outputs.append(s.outputs.detach())
+                    targets.append(batch.y)
             losses.append(loss.detach() if torch.is_tensor(loss) else torch.tensor(float(loss)))
-            sizes.append(m)
+            sizes.append(batch.n_drawn)
             h.cfs_after_batch(state=s)
             s.iteration += 1
-        loss_sum, correct = self._epoch_statistics(losses, sizes, outputs, targets)
-        return loss_sum, correct, n
+        loss_sum, correct, counted = self._epoch_statistics(losses, sizes, outputs, targets)
+        return loss_sum, correct, n, counted
 
     @staticmethod
     def _epoch_statistics(losses: list[torch.Tensor], sizes: list[int], outputs: list[torch.Tensor],
-                          targets: list[torch.Tensor]) -> tuple[float, float]:
-        """(summed loss, correct predictions) of an epoch in a handful of tensor ops: with few
-        batches per epoch (small experiences), per-element reductions cost as much as a step."""
+                          targets: list[torch.Tensor]) -> tuple[float, float, int]:
+        """(summed loss, correct predictions, rows counted) of an epoch in a handful of tensor
+        ops: with few batches per epoch, per-element reductions cost as much as a step."""
         if not losses:
-            return 0.0, 0.0
-        stacked = torch.stack([t.reshape(()) for t in losses]).float()
+            return 0.0, 0.0, 0
+        stacked = torch.stack([t.reshape(()).to(losses[0].device) for t in losses]).float()
         weights = torch.tensor(sizes, dtype=torch.float32, device=stacked.device)
         loss_sum = float(torch.dot(stacked, weights))
-        correct = 0.0
+        correct, counted = 0.0, 0
         if outputs:  # the head's width is fixed within an experience
-            pred = torch.cat(outputs).argmax(1)
-            correct = float((pred == torch.cat(targets)).sum())
-        return loss_sum, correct
+            y = torch.cat(targets)
+            correct, counted = float((torch.cat(outputs).argmax(1) == y).sum()), len(y)
+        return loss_sum, correct, counted
 
     def default_step(self) -> torch.Tensor:
         """Forward, base loss plus every plugin's extra loss, backward, optimizer step."""
-        s, h = self.state, self.hooks
-        if s.config.amp:
-            with autocast(s.device, True):
-                loss = self._forward_loss()
-        else:
-            loss = self._forward_loss()
-        s.loss = loss
-        h.cfs_before_backward(state=s)
-        s.optimizer.zero_grad(set_to_none=True)
-        if self.scaler.is_enabled():  # fp16 on CUDA
-            self.scaler.scale(loss).backward()
-            h.cfs_after_backward(state=s)
-            self.scaler.step(s.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            h.cfs_after_backward(state=s)
-            s.optimizer.step()
-        return loss
+        return self.step(self._forward_loss)
 
     def _forward_loss(self) -> torch.Tensor:
+        """Forward all rows of the batch; the base loss (``cfs_base_loss`` or cross-entropy over
+        all seen classes). The shared step adds the ``cfs_loss`` terms."""
         s, h = self.state, self.hooks
         x, y = s.batch
         s.features, s.outputs = s.model.forward_all(x)
         h.cfs_after_forward(state=s)
         base = h.cfs_base_loss(state=s)
-        loss = F.cross_entropy(s.outputs, y) if base is None else base
-        for term in h.cfs_loss(state=s):
-            loss = loss + term
-        return loss
+        return F.cross_entropy(s.outputs, y) if base is None else base
 
     # ----------------------------------------------------------------------------- evaluation
     @torch.no_grad()

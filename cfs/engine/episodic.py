@@ -18,8 +18,9 @@ import torch
 from tqdm.auto import tqdm
 
 from cfs.engine.continual import Timings
-from cfs.engine.optim import build_optimizer, build_scheduler
+from cfs.engine.hooks import ActiveHooks
 from cfs.engine.state import RunState
+from cfs.engine.step import OptimStep
 from cfs.errors import CfsError
 from cfs.scenarios.episodes import EpisodeBatch
 from cfs.scenarios.episodic import EpisodeSampler
@@ -47,7 +48,8 @@ class EpisodicLoop:
         setup = state.scenario.episodic
         if setup is None:
             raise CfsError(f"scenario {state.scenario.name!r} has no episodic setup")
-        self.state, self.hooks, self.progress = state, state.hooks, progress
+        self.state, self.hooks, self.progress = state, ActiveHooks(state.hooks), progress
+        self.step = OptimStep(state, self.hooks)
         self.setup = setup
         self.timings = Timings()
         pool = setup.data.to(state.device)
@@ -72,9 +74,8 @@ class EpisodicLoop:
             head.expand(n_out - head.out_features)  # N-way head for methods that adapt one (MAML)
         s.n_seen = n_out
         h.cfs_before_run(state=s)
-        extra = [p for ps in h.cfs_extra_parameters(state=s) for p in (ps or [])]
-        s.optimizer = build_optimizer(cfg, list(s.model.parameters()) + extra)
-        s.scheduler = build_scheduler(cfg, s.optimizer, cfg.meta_iterations)
+        self.step.build(cfg.meta_iterations)
+        extra = self.step.extra
         t0 = time.perf_counter()
         best = self._meta_train(extra)
         if best is not None and cfg.select_best:
@@ -98,16 +99,7 @@ class EpisodicLoop:
             s.model.train()
             support, query = sampler.sample_indices(cfg.meta_batch, s.generator)
             tasks = sampler.batch(support, query, s.transform, s.device, train=True, generator=s.generator)
-            loss = h.cfs_meta_loss(state=s, tasks=tasks)
-            if loss is None:
-                names = ", ".join(st.name for st in s.strategies)
-                raise CfsError(f"strategy {names} implements no cfs_meta_loss, so it cannot meta-train")
-            s.loss = loss
-            h.cfs_before_backward(state=s)
-            s.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            h.cfs_after_backward(state=s)
-            s.optimizer.step()
+            loss = self.step(lambda: self._meta_loss(tasks))
             if s.scheduler is not None:
                 s.scheduler.step()
             h.cfs_after_batch(state=s)
@@ -124,6 +116,15 @@ class EpisodicLoop:
                     best_acc, self.results.best_iteration = acc, done
                     best = self._snapshot(extra)
         return best
+
+    def _meta_loss(self, tasks: EpisodeBatch) -> torch.Tensor:
+        """The base loss of a meta-batch: the strategy's ``cfs_meta_loss``."""
+        s = self.state
+        loss = self.hooks.cfs_meta_loss(state=s, tasks=tasks)
+        if loss is None:
+            names = ", ".join(st.name for st in s.strategies)
+            raise CfsError(f"strategy {names} implements no cfs_meta_loss, so it cannot meta-train")
+        return loss
 
     def _snapshot(self, extra: list[torch.nn.Parameter]) -> dict:
         return {"model": {k: v.detach().clone() for k, v in self.state.model.state_dict().items()},

@@ -9,6 +9,7 @@ import torch
 
 from cfs.config import RunConfig
 from cfs.data.arrays import ArrayDataset
+from cfs.engine.batch import Batch
 from cfs.scenarios.base import Experience, Scenario
 
 
@@ -32,11 +33,13 @@ class RunState:
     Stable across the run: ``config``, ``scenario``, ``model``, ``device``, ``strategies``,
     ``hooks`` (the pluggy hook relay), ``transform``, ``generator`` (seeded, for shuffling and
     augmentation), ``results``.
-    Per experience: ``experience``, ``train_data`` (strategies may replace it),
-    ``optimizer``, ``scheduler``, ``n_seen`` (classes seen so far, including this experience's).
-    Per batch: ``epoch``, ``iteration``, ``batch`` = (x, y) (augmented and normalised),
-    ``batch_index`` (the batch's rows of ``train_data``, to reach the raw images), ``features``,
-    ``outputs`` (logits), ``loss``.
+    Per experience: ``experience``, ``train_data`` (the experience's own rows first, then any
+    rows joined from a memory with :meth:`join_train_data`), ``n_incoming_rows`` (how many of
+    ``train_data``'s first rows are the experience's own), ``optimizer``, ``scheduler``,
+    ``n_seen`` (classes seen so far, including this experience's).
+    Per batch: ``epoch``, ``iteration``, ``batch`` (a :class:`cfs.engine.batch.Batch`: rows
+    augmented and normalised, with their provenance; ``x, y = state.batch`` unpacks it),
+    ``features``, ``outputs`` (logits of every row of ``batch``), ``loss``.
     """
 
     config: RunConfig
@@ -50,13 +53,13 @@ class RunState:
     results: EvalResults = field(default_factory=EvalResults)
     experience: Experience | None = None
     train_data: ArrayDataset | None = None
+    n_incoming_rows: int = 0
     n_seen: int = 0
     optimizer: torch.optim.Optimizer | None = None
     scheduler: Any = None
     epoch: int = 0
     iteration: int = 0
-    batch: tuple[torch.Tensor, torch.Tensor] | None = None
-    batch_index: torch.Tensor | None = None
+    batch: Batch | None = None
     features: torch.Tensor | None = None
     outputs: torch.Tensor | None = None
     loss: torch.Tensor | None = None
@@ -70,6 +73,28 @@ class RunState:
     @property
     def is_first_experience(self) -> bool:
         return self.experience_index == 0
+
+    def join_train_data(self, data: ArrayDataset | None) -> None:
+        """Train this experience on ``data`` too (a memory, earlier experiences): its rows are
+        appended after the experience's own and marked replayed in every batch drawn from them.
+        Call from ``cfs_before_training_exp``."""
+        if data is None or len(data) == 0:
+            return
+        self.train_data = ArrayDataset.concat([self.train_data, data.to(self.device)])
+
+    def replace_train_data(self, data: ArrayDataset) -> None:
+        """Train this experience on ``data`` instead of its own data (GDumb trains on its memory
+        only): every row counts as replayed. Call from ``cfs_before_training_exp``."""
+        self.train_data = data.to(self.device)
+        self.n_incoming_rows = 0
+
+    def strategy(self, name: str) -> Any:
+        """The composed strategy instance called ``name`` (``state.strategies`` is in canonical,
+        alphabetical order, not in the order the user wrote)."""
+        for strat in self.strategies:
+            if strat.name == name:
+                return strat
+        raise KeyError(f"no strategy {name!r} in this run ({', '.join(s.name for s in self.strategies)})")
 
     def seen_classes(self) -> list[int]:
         return list(range(self.n_seen))

@@ -46,7 +46,8 @@ def test_online_ewc_forgets_less(digits):
 @pytest.mark.parametrize("spec", ["replay+lwf", "replay+clkd", "derpp+lwf"])
 def test_composition_through_the_hooks(digits, spec):
     run = digits(spec)
-    replay, reg = run["result"].state.strategies
+    first, second = spec.split("+")
+    replay, reg = (run["result"].state.strategy(n) for n in (first, second))
     stored = len(replay.memory) if hasattr(replay, "memory") else len(replay.buffer)
     assert stored > 0 and reg.teacher.n_classes == 10  # both strategies acted
     assert run["last"] >= digits("finetune")["last"] + 0.4

@@ -1,0 +1,64 @@
+"""The one optimisation step both loops share.
+
+The continual loop (one batch of an experience) and the episodic loop (one meta-batch) differ
+in how they get the base loss: cross-entropy of the model's logits, or a strategy's
+``cfs_meta_loss``. Everything after that is the same and lives here once: the optimizer and
+LR schedule built with every ``cfs_extra_parameters``, autocast and the GradScaler, the extra
+``cfs_loss`` terms every composed strategy adds, ``cfs_before_backward``/``cfs_after_backward``,
+and the optimizer step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from cfs.engine.devices import autocast
+from cfs.engine.optim import build_optimizer, build_scheduler
+from cfs.engine.state import RunState
+
+
+class OptimStep:
+    """Builds ``state.optimizer``/``state.scheduler`` and runs one step of a base loss."""
+
+    def __init__(self, state: RunState, hooks: Any) -> None:
+        self.state, self.hooks = state, hooks
+        self.scaler = torch.amp.GradScaler("cuda", enabled=state.config.amp and state.device.type == "cuda")
+        self.extra: list[torch.nn.Parameter] = []
+
+    def build(self, schedule_length: int) -> None:
+        """A fresh optimizer over the model and every strategy's extra parameters, and the LR
+        schedule over ``schedule_length`` scheduler steps (epochs or meta-iterations)."""
+        s = self.state
+        self.extra = [p for ps in self.hooks.cfs_extra_parameters(state=s) for p in (ps or [])]
+        s.optimizer = build_optimizer(s.config, list(s.model.parameters()) + self.extra)
+        s.scheduler = build_scheduler(s.config, s.optimizer, schedule_length)
+
+    def total_loss(self, base: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``base()`` plus every ``cfs_loss`` term, under autocast when mixed precision is on."""
+        s, h = self.state, self.hooks
+        with autocast(s.device, s.config.amp):
+            loss = base()
+            for term in h.cfs_loss(state=s):
+                if term is not None:
+                    loss = loss + term
+        return loss
+
+    def __call__(self, base: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Total loss, backward (scaled for fp16 on CUDA), the backward hooks, optimizer step."""
+        s, h = self.state, self.hooks
+        loss = self.total_loss(base)
+        s.loss = loss
+        h.cfs_before_backward(state=s)
+        s.optimizer.zero_grad(set_to_none=True)
+        if self.scaler.is_enabled():
+            self.scaler.scale(loss).backward()
+            h.cfs_after_backward(state=s)
+            self.scaler.step(s.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            h.cfs_after_backward(state=s)
+            s.optimizer.step()
+        return loss
