@@ -22,7 +22,7 @@ from cfs.errors import CfsError
 from cfs.registry import Registry
 
 #: Core modules that register scenarios and backbones; always loaded, cannot be blocked.
-BUILTIN_MODULES = ("cfs.scenarios.builtin", "cfs.models.backbones", "cfs.models.pretrained")
+BUILTIN_MODULES = ("cfs.scenarios.builtin", "cfs.models.backbones", "cfs.models.pretrained", "cfs.losses.distill")
 FIRST_PARTY_DIST = "cfs"
 
 

@@ -24,8 +24,8 @@ from torch import nn
 from cfs import hookimpl
 from cfs.engine.state import RunState
 from cfs.models.adapters import FeatureAdapter, train_on_features
+from cfs.prototype_strategy import PrototypeStrategy
 from cfs.registry import Registry
-from cfs_plugins.simplecil import SimpleCIL
 
 
 @dataclass
@@ -39,7 +39,7 @@ class AperOptions:
     weight_decay: float = 5e-4
 
 
-class Aper(SimpleCIL):
+class Aper(PrototypeStrategy):
     """APER (adapter): adapt the pre-trained model on the first task, then prototypes of [PTM; adapted]."""
 
     name = "aper"

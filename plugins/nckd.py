@@ -26,7 +26,7 @@ from torch import nn
 
 from cfs import hookimpl
 from cfs.engine.state import RunState
-from cfs.losses import ClassMeanEMA, centred_directions, class_means, kd_loss, nc1_loss, nc2_loss
+from cfs.losses import ClassMeanEMA, centred_directions, class_means, nckd_loss
 from cfs.memory import embed_raw
 from cfs.registry import Registry
 from cfs.strategy import tensor_state
@@ -87,18 +87,9 @@ class NCKD(TeacherStrategy):
             return None
         o = self.options
         _, old = self.teacher_outputs(state)
-        y = state.batch[1]
         z = self.projector(state.features) if self.projector is not None else state.features
-        loss = o.kd * kd_loss(state.outputs[:, : self.teacher.n_classes], old, o.T)
-        known = self.t_present[y]
-        if known.any():
-            loss = loss + o.lam1 * nc1_loss(z[known], y[known], self.t_dirs, self.t_global)
-            means, glob = self.ema.update(z[known].float(), y[known])
-            cls = self.ema.seen & self.t_present
-            if int(cls.sum()) > 1:
-                s_dirs = centred_directions(means[cls], glob)
-                loss = loss + o.lam2 * nc2_loss(s_dirs, self.t_dirs[cls], o.target)
-        return loss
+        return nckd_loss(state.outputs[:, : self.teacher.n_classes], old, z, state.batch[1], self.t_dirs, self.t_global,
+                         self.t_present, self.ema, kd=o.kd, lam1=o.lam1, lam2=o.lam2, T=o.T, target=o.target)
 
     def state_dict(self) -> dict[str, Any]:
         """Teacher, projector, and the current experience's targets and student EMA (so a run

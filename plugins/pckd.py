@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cfs import hookimpl
 from cfs.engine.state import RunState
-from cfs.losses import category_contrastive_loss, feature_alignment_loss, kd_loss, pckd_preview_weights
+from cfs.losses import PCKDHeads, pckd_loss, rotated_views, view_features
 from cfs.registry import Registry
 from cfs.teacher import TeacherStrategy
 
@@ -46,28 +45,6 @@ class PCKDOptions:
     views: int = 4
     detach_weights: bool = True
     new_class_ce: bool = True
-
-
-class PCKDHeads(nn.Module):
-    """The student-side modules PCKD trains: the alignment MLP and the two embedding heads."""
-
-    def __init__(self, d_s: int, d_t: int) -> None:
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(d_s, 16 * d_t), nn.BatchNorm1d(16 * d_t), nn.ReLU(), nn.Linear(16 * d_t, d_t))
-        self.embed_s = nn.Linear(d_s, d_s)
-        self.embed_t = nn.Linear(d_s, d_t)
-
-
-def rotated_views(x: torch.Tensor, views: int) -> torch.Tensor:
-    """``views`` copies of the batch rotated by 0, 90, 180, 270 degrees, view-major."""
-    return torch.cat([torch.rot90(x, k, dims=(2, 3)) for k in range(views)])
-
-
-def head_matrix(head: nn.Module, rows: int) -> torch.Tensor:
-    """``[W | b]`` of the first ``rows`` classes (no bias column for a cosine head)."""
-    w = head.weight[:rows]
-    b = getattr(head, "bias", None)
-    return w if b is None else torch.cat([w, b[:rows].unsqueeze(1)], 1)
 
 
 class PCKD(TeacherStrategy):
@@ -98,27 +75,12 @@ class PCKD(TeacherStrategy):
         teacher = self.active_teacher(state)
         if teacher is None or self.heads is None:
             return None
-        o, n_old = self.options, self.teacher.n_classes
-        x, y = state.batch
-        b = len(y)
-        if o.views > 1:
-            f_rot, _ = state.model.forward_all(rotated_views(x, o.views)[b:])
-            f_s = torch.cat([state.features, f_rot])
-        else:
-            f_s = state.features
+        o, (x, y) = self.options, state.batch
+        f_s = view_features(state.model, x, state.features, o.views)
         f_t, z_t = self.teacher.forward_all(rotated_views(x, o.views))
-        labels = y.repeat(o.views)
-        ce = F.cross_entropy(state.outputs.float(), y, reduction="none")
-        w = pckd_preview_weights(ce, state.epoch + 1, detach=o.detach_weights)
-        loss = o.delta * (w * kd_loss(state.outputs[:, :n_old], z_t[:b], o.T, reduction="none")).mean()
-        u = F.normalize(self.heads.embed_s(f_s), dim=1) @ state.model.head.weight[:n_old].T
-        v = F.normalize(self.heads.embed_t(f_s), dim=1) @ teacher.head.weight.T
-        con = category_contrastive_loss(u, v, labels, o.tau, o.base_tau)
-        loss = loss + o.beta * (w.detach().repeat(o.views) * con).mean()
-        s_w, t_w = head_matrix(state.model.head, n_old), head_matrix(teacher.head, n_old)
-        if s_w.shape == t_w.shape:
-            loss = loss + o.alpha * F.mse_loss(s_w, t_w)
-        return loss + o.phi * feature_alignment_loss(self.heads.mlp(f_s), f_t)
+        return pckd_loss(self.heads, f_s, state.outputs, y, f_t, z_t, state.model.head, teacher.head,
+                         self.teacher.n_classes, state.epoch + 1, delta=o.delta, beta=o.beta, alpha=o.alpha, phi=o.phi,
+                         T=o.T, tau=o.tau, base_tau=o.base_tau, detach_weights=o.detach_weights)
 
     def state_dict(self) -> dict[str, Any]:
         heads = None if self.heads is None else {k: v.cpu() for k, v in self.heads.state_dict().items()}

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from cfs import hookimpl
+from cfs.prototype_strategy import SessionPrototypeStrategy
 from cfs.registry import Registry
-from cfs_plugins.protonet_fscil import ProtoFscil
 
 
 def calibrate_prototypes(new: torch.Tensor, base: torch.Tensor, alpha: float, tau: float) -> torch.Tensor:
@@ -44,7 +44,7 @@ class TeenOptions:
     scale: float = 16.0
 
 
-class Teen(ProtoFscil):
+class Teen(SessionPrototypeStrategy):
     """TEEN: training-free calibration of novel prototypes towards similar base prototypes."""
 
     name = "teen"

@@ -3,6 +3,9 @@ geometry. NC1 pulls each projected student feature towards the teacher's centred
 direction; NC2 matches the cosine Gram matrix of centred class means (the teacher's, or the
 ideal simplex ETF with ``target="etf"``). The formulas are METHODS.md's [PROPOSED] reading;
 the paper's own equations were not available.
+
+:func:`nckd_loss` combines KD, NC1 and NC2 for one batch; the ``nckd`` strategy and
+``cfs distill --loss nckd`` both call it.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from cfs.losses.kd import kd_loss
 
 
 def centred_directions(means: torch.Tensor, global_mean: torch.Tensor) -> torch.Tensor:
@@ -108,3 +113,25 @@ class ClassMeanEMA:
         ema = cls(*state["means"].shape, momentum=state["momentum"])
         ema.means, ema.seen, ema.global_mean = state["means"], state["seen"], state["global_mean"]
         return ema
+
+
+def nckd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, z: torch.Tensor, y: torch.Tensor,
+              teacher_dirs: torch.Tensor, teacher_global: torch.Tensor, teacher_present: torch.Tensor,
+              ema: ClassMeanEMA, *, kd: float = 1.0, lam1: float = 1.0, lam2: float = 1.0, T: float = 4.0,
+              target: str = "teacher") -> torch.Tensor:
+    """``kd KD_T + lam1 L_NC1 + lam2 L_NC2`` for one batch (METHODS.md 5).
+
+    ``z`` are the projected student features, ``teacher_dirs``/``teacher_global``/``teacher_present``
+    what :func:`class_means` and :func:`centred_directions` gave for the teacher's features.
+    NC1 and the student means (``ema``, updated here) use only samples of classes the teacher
+    has a mean for; NC2 needs at least two such classes seen by the student.
+    """
+    loss = kd * kd_loss(student_logits, teacher_logits, T)
+    known = teacher_present[y]
+    if known.any():
+        loss = loss + lam1 * nc1_loss(z[known], y[known], teacher_dirs, teacher_global)
+        means, glob = ema.update(z[known].float(), y[known])
+        cls = ema.seen & teacher_present
+        if int(cls.sum()) > 1:
+            loss = loss + lam2 * nc2_loss(centred_directions(means[cls], glob), teacher_dirs[cls], target)
+    return loss

@@ -75,6 +75,22 @@ def sample_tokens(student: torch.Tensor, teacher: torch.Tensor, max_nodes: int =
     return student.reshape(-1, student.shape[-1]), teacher.reshape(-1, teacher.shape[-1])
 
 
+def align_tokens(student: torch.Tensor, teacher: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average-pool the larger square (B, N, D) token grid to the smaller one (METHODS.md 6.2),
+    so a student and a teacher of different resolutions have token sets to compare."""
+    if student.shape[1] == teacher.shape[1]:
+        return student, teacher
+
+    def pool(tok: torch.Tensor, n: int) -> torch.Tensor:
+        b, m, d = tok.shape
+        grid = tok.transpose(1, 2).reshape(b, d, *(2 * [int(round(m ** 0.5))]))
+        return F.adaptive_avg_pool2d(grid, int(round(n ** 0.5))).flatten(2).transpose(1, 2)
+
+    if student.shape[1] > teacher.shape[1]:
+        return pool(student, teacher.shape[1]), teacher
+    return student, pool(teacher, student.shape[1])
+
+
 def trg_loss(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor, graph: float = 1.0, context: float = 1.0,
              node: float = 1.0, tau: float = 0.1, context_form: str = "cx",
              generator: torch.Generator | None = None) -> torch.Tensor:

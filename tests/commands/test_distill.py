@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,3 +62,33 @@ def test_distill_user_errors(teacher, tmp_path, capsys):
     assert "cannot be read" in capsys.readouterr().err
     assert main(["distill", "--teacher", str(other)]) == 2
     assert "is not a teacher checkpoint" in capsys.readouterr().err
+
+
+def test_losses_are_registered_by_the_core_with_summaries():
+    from cfs.plugins import get_plugin_manager
+
+    pm = get_plugin_manager(autoload=False)
+    assert list(pm.distill_losses) == ["clkd", "kd", "nckd", "pckd", "trg"]
+    for entry in pm.distill_losses.entries():
+        assert entry.plugin == "distill" and entry.summary  # cfs.losses.distill, one line each
+
+
+def test_unknown_loss_names_the_registered_ones(teacher, capsys):
+    assert main(["distill", "--teacher", str(teacher), "--loss", "kdd"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown distillation loss 'kdd'" in err and "did you mean: kd" in err
+    assert "registered losses: clkd, kd, nckd, pckd, trg" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_plugin_registers_a_loss_that_distill_runs_by_name(teacher, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    args = ["distill", "--teacher", str(teacher), "--student", "mlp", "--loss", "logit-mse", "--epochs", "2",
+            "--train-per-class", "20", "--batch-size", "50", "--threads", "1"]
+    assert main(args) == 2  # not registered without the plugin
+    assert "unknown distillation loss 'logit-mse'" in capsys.readouterr().err
+    assert main([*args, "-p", "_distill_plugin"]) == 0
+    out = capsys.readouterr().out
+    assert "loss logit-mse" in out and len(_accuracies(out)) == 3
+    plugin = sys.modules["_distill_plugin"]
+    assert plugin.CALLS == [1] * 4 + [2] * 4  # 200 images, batches of 50, two epochs
+    assert "logit-mse was called on 8 batches" in out  # the plugin's report line is printed

@@ -70,3 +70,24 @@ def test_nc3_logits_by_hand():
     expected = 16 * torch.tensor([[2 ** -0.5, -(2 ** -0.5)], [-(5 ** -0.5), 5 ** -0.5]])
     assert torch.allclose(logits, expected, atol=1e-6)
     assert logits.argmax(1).tolist() == [0, 1]  # nearest class centre by angle
+
+
+def test_nckd_loss_is_kd_plus_nc1_plus_nc2_over_the_teachers_classes():
+    from cfs.losses import kd_loss, nckd_loss
+
+    # teacher directions e_x, e_y for classes 0, 1 (global mean 0); class 2 has no teacher mean
+    dirs = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    glob, present = torch.zeros(2), torch.tensor([True, True, False])
+    z = torch.tensor([[2.0, 0.0], [0.0, 3.0], [5.0, 5.0]])  # class 0, 1 on their directions; class 2 ignored
+    y = torch.tensor([0, 1, 2])
+    s_logits, t_logits = torch.randn(3, 3), torch.randn(3, 3)
+    ema = ClassMeanEMA(3, 2)
+    loss = nckd_loss(s_logits, t_logits, z, y, dirs, glob, present, ema, kd=2.0, lam1=5.0, lam2=7.0)
+    # NC1 = 0 (each normalised feature is its direction); student means (2,0), (0,3) have global
+    # mean (1, 1.5): centred directions (1,-1.5)/|.|, (-1,1.5)/|.| have cosine -1, the teacher's 0,
+    # so NC2 = (0 + 1 + 1 + 0) / 4 = 0.5
+    assert loss.item() == pytest.approx(2.0 * kd_loss(s_logits, t_logits).item() + 7.0 * 0.5, rel=1e-5)
+    assert ema.seen.tolist() == [True, True, False]  # the unknown class never enters the EMA
+    # with no known class in the batch only the KD term is left
+    only = nckd_loss(s_logits[2:], t_logits[2:], z[2:], y[2:], dirs, glob, present, ClassMeanEMA(3, 2))
+    assert only.item() == pytest.approx(kd_loss(s_logits[2:], t_logits[2:]).item())

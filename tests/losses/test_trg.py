@@ -85,3 +85,17 @@ def test_teacher_gets_no_gradient(no_teacher_grad):
     s, t = torch.randn(2, 5, 4, generator=g), torch.randn(2, 5, 4, generator=g)
     no_teacher_grad(lambda a, b: trg_loss(a, b), s, t)
     no_teacher_grad(lambda a, b: graph_loss(a.view(-1, 4), b.view(-1, 4)), s, t)
+
+
+def test_align_tokens_pools_the_larger_grid_by_hand():
+    from cfs.losses import align_tokens
+
+    # a 4x4 grid of one channel holding 0..15 row-major -> 2x2 means of its 2x2 blocks
+    big = torch.arange(16.0).view(1, 16, 1)
+    small = torch.zeros(1, 4, 3)
+    s, t = align_tokens(big, small)
+    assert t is small and s.flatten().tolist() == [2.5, 4.5, 10.5, 12.5]
+    t2, s2 = align_tokens(small, big)  # either side may be the larger one
+    assert s2.flatten().tolist() == [2.5, 4.5, 10.5, 12.5] and t2 is small
+    same = torch.ones(2, 4, 3)
+    assert align_tokens(same, small)[0] is same  # equal grids pass through

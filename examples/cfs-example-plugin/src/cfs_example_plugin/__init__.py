@@ -1,8 +1,9 @@
 """Weight Aligning (WA, Zhao et al. CVPR 2020) as a third-party cfs strategy.
 
-A fine-tuned class-incremental head is biased towards the newest classes: their weight
-vectors grow larger than the old ones. WA rescales the new classes' weights after each
-experience by gamma = mean ||w_old|| / mean ||w_new||. Paired with replay (``replay+weight-align``)
+A fine-tuned class-incremental head is biased: the norms of the newest classes' weight vectors
+drift away from the old ones' (larger, in the paper's setting). WA rescales the new classes'
+weights after each experience by gamma = mean ||w_old|| / mean ||w_new||, so both groups
+leave every experience with the same mean norm. Paired with replay (``replay+weight-align``)
 it is the method of the paper; alone it shows the alignment step on plain fine-tuning.
 """
 
