@@ -10,8 +10,10 @@ A composition is a **set** of strategies:
   ``cfs_base_loss``, ``cfs_predict``, ``cfs_meta_loss``, ``cfs_predict_episode``): at most one
   composed strategy may answer each. Two that answer the same one are refused with one line
   naming both and the hook, unless they combine by declaration: a strategy lists the hook in
-  ``fallback_hooks`` (its answer yields to the other's), or both name the same shared
-  computation in ``shared_answers`` (they would answer the same thing, so one answer is used).
+  ``fallback_hooks`` (its answer yields to any other's: the teacher family's new-class
+  cross-entropy yields to ER-ACE's asymmetric loss), or both name the same shared
+  computation in ``shared_answers`` (they would answer the same thing, so one answer is used:
+  LwF's and EWC's new-class cross-entropy).
   A hook a strategy leaves out with its options (``inactive_hooks()``) is not registered and
   cannot conflict.
 * **Validation.** Every ``cfs_*`` attribute of a strategy must be a declared hook carrying
@@ -79,15 +81,17 @@ def active_hooks(strategy: Strategy) -> list[str]:
 
 
 def check_replacements(strategies: Iterable[Strategy]) -> None:
-    """Refuse two strategies answering the same replacement hook unless they declared how."""
+    """Refuse two strategies answering the same replacement hook unless they declared how:
+    a declared fallback yields to any other answer; answers naming the same shared computation
+    are one answer. Two different answers at the same level are refused."""
     strategies = list(strategies)
     for hook in sorted(REPLACEMENT_HOOKS):
-        answering = [s for s in strategies if hook in active_hooks(s) and hook not in s.fallback_hooks]
-        if len(answering) < 2:
-            continue
-        keys = {s.shared_answers.get(hook) or f"strategy:{s.name}" for s in answering}
+        answering = [s for s in strategies if hook in active_hooks(s)]
+        primary = [s for s in answering if hook not in s.fallback_hooks]
+        level = primary or answering  # fallbacks only matter when nobody else answers
+        keys = {s.shared_answers.get(hook) or f"strategy:{s.name}" for s in level}
         if len(keys) > 1:
-            a, b = answering[0], answering[1]
+            a, b = level[0], level[1]
             raise CfsError(f"strategies {a.name!r} and {b.name!r} both replace {hook}, so one would silently win; "
                            f"they cannot be composed (a strategy can declare {hook} in fallback_hooks to yield)")
 

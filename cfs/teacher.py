@@ -121,6 +121,8 @@ class TeacherStrategy(Strategy):
 
     Options: ClassVar[type] = TeacherOptions
     shared_answers: ClassVar[dict[str, str]] = {"cfs_base_loss": NEW_CLASS_CE}
+    #: a composed strategy with its own base loss (ER-ACE's) keeps it; the teacher adds its terms
+    fallback_hooks: ClassVar[frozenset[str]] = frozenset({"cfs_base_loss"})
 
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)

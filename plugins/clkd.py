@@ -22,11 +22,11 @@ from cfs import hookimpl
 from cfs.engine.state import RunState
 from cfs.losses import clkd_loss
 from cfs.registry import Registry
-from cfs.teacher import TeacherStrategy
+from cfs.teacher import TeacherOptions, TeacherStrategy
 
 
 @dataclass
-class CLKDOptions:
+class CLKDOptions(TeacherOptions):
     lam: float = 1.0
     mu: float = 0.5
     beta: float = 2.0

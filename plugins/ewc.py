@@ -88,6 +88,7 @@ class EWC(Strategy):
     compatibility = frozenset({"class-incremental"})
     Options = EWCOptions
     shared_answers = {"cfs_base_loss": NEW_CLASS_CE}
+    fallback_hooks = frozenset({"cfs_base_loss"})  # as the teacher family's (cfs.teacher)
 
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)

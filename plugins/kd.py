@@ -18,11 +18,11 @@ from cfs import hookimpl
 from cfs.engine.state import RunState
 from cfs.losses import kd_loss
 from cfs.registry import Registry
-from cfs.teacher import TeacherStrategy
+from cfs.teacher import TeacherOptions, TeacherStrategy
 
 
 @dataclass
-class KDOptions:
+class KDOptions(TeacherOptions):
     lam: float = 1.0
     T: float = 2.0
     new_class_ce: bool = True

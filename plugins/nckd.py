@@ -30,11 +30,11 @@ from cfs.losses import ClassMeanEMA, centred_directions, class_means, nckd_loss
 from cfs.memory import embed_raw
 from cfs.registry import Registry
 from cfs.strategy import tensor_state
-from cfs.teacher import TeacherStrategy
+from cfs.teacher import TeacherOptions, TeacherStrategy
 
 
 @dataclass
-class NCKDOptions:
+class NCKDOptions(TeacherOptions):
     lam1: float = 1.0
     lam2: float = 1.0
     kd: float = 1.0

@@ -30,11 +30,11 @@ from cfs import hookimpl
 from cfs.engine.state import RunState
 from cfs.losses import PCKDHeads, pckd_loss, rotated_views, view_features
 from cfs.registry import Registry
-from cfs.teacher import TeacherStrategy
+from cfs.teacher import TeacherOptions, TeacherStrategy
 
 
 @dataclass
-class PCKDOptions:
+class PCKDOptions(TeacherOptions):
     delta: float = 1.0
     beta: float = 0.01
     alpha: float = 1.0

@@ -22,11 +22,11 @@ from cfs import hookimpl
 from cfs.engine.state import RunState
 from cfs.losses import kd_loss, trg_loss
 from cfs.registry import Registry
-from cfs.teacher import TeacherStrategy
+from cfs.teacher import TeacherOptions, TeacherStrategy
 
 
 @dataclass
-class TRGOptions:
+class TRGOptions(TeacherOptions):
     kd: float = 1.0
     T: float = 4.0
     graph: float = 0.1
