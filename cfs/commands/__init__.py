@@ -1,1 +1,2 @@
-"""Subcommands beyond ``bench``/``list``/``plugins``, one module each (see cfs.cli)."""
+"""``cfs`` subcommands, one module each, registered through ``cfs_add_commands`` like a
+third party's (see :mod:`cfs.commands.base`)."""

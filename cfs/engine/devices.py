@@ -38,13 +38,15 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def memory_format(name: str, model: torch.nn.Module, device: torch.device, kind: str) -> torch.memory_format:
+def memory_format(name: str, model: torch.nn.Module, device: torch.device,
+                  channels_last: bool = True) -> torch.memory_format:
     """``auto`` is channels-last for convolutional models trained on the CPU (oneDNN convolutions
-    run about 20% faster on NHWC tensors: ResNet-32, batch 32, measured here) outside the
-    functional meta-learning loops; contiguous otherwise."""
+    run about 20% faster on NHWC tensors: ResNet-32, batch 32, measured here) when the scenario's
+    kind allows it (``ScenarioKind.channels_last``: not for the functional meta-learning loops);
+    contiguous otherwise."""
     if name == "channels_last":
         return torch.channels_last
-    if name == "auto" and device.type == "cpu" and kind != "episodic":
+    if name == "auto" and device.type == "cpu" and channels_last:
         if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
             return torch.channels_last
     return torch.contiguous_format

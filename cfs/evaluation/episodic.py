@@ -14,6 +14,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cfs.evaluation import plots
+from cfs.evaluation.continual import pct
+from cfs.evaluation.table import align
+from cfs.kinds import ReportSection
+
 Z95 = 1.96
 
 
@@ -67,12 +72,33 @@ def write_episodic_files(folder: Path, result: Any) -> None:
 def format_episodic_table(rows: list[dict[str, Any]]) -> str:
     """``cfs bench`` table for episodic runs: strategy, accuracy +- 95 % CI, time."""
     header = ("strategy", "accuracy %", "95% CI", "episodes", "time s")
-    table = [header] + [(r["strategy"], f"{100 * r['summary']['accuracy']:.2f}", f"+-{100 * r['summary']['ci95']:.2f}",
-                         str(r["summary"]["episodes"]), f"{r['time']['total_seconds']:.1f}") for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines = []
-    for k, row in enumerate(table):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return align([header] + [(r["strategy"], f"{100 * r['summary']['accuracy']:.2f}", f"+-{100 * r['summary']['ci95']:.2f}",
+                              str(r["summary"]["episodes"]), f"{r['time']['total_seconds']:.1f}") for r in rows])
+
+
+def episodic_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The few-shot summary (``accuracy``, ``ci95``, ``episodes``) of a ``metrics.json``,
+    also where an older version wrote it under ``episodic``."""
+    if isinstance(metrics.get("episodic"), dict):
+        block = metrics["episodic"]
+        return block.get("summary", block)
+    return metrics.get("summary", {})
+
+
+def episodic_report(runs: list[Any], out: Path) -> ReportSection:
+    """Mean accuracy with its 95 % interval: a table and ``fewshot_accuracy.png``."""
+    lines = ["| run | scenario | accuracy % | 95% CI | episodes |", "|---|---|---:|---:|---:|"]
+    for r in runs:
+        e = episodic_summary(r.metrics)
+        lines.append(f"| {r.label} | {r.metrics.get('scenario', '')} | {pct(e.get('accuracy'), 2)} | "
+                     f"+-{pct(e.get('ci95'), 2)} | {e.get('episodes', '-')} |")
+    figures = []
+    measured = {r.label: episodic_summary(r.metrics) for r in runs}
+    measured = {k: e for k, e in measured.items() if e.get("accuracy") is not None}
+    if measured:
+        path = Path(out) / "fewshot_accuracy.png"
+        plots.plot_intervals({k: e["accuracy"] for k, e in measured.items()},
+                             {k: e.get("ci95") or 0.0 for k, e in measured.items()}, path,
+                             "Few-shot accuracy with its 95% interval")
+        figures.append(("Few-shot accuracy with its 95% interval", path))
+    return ReportSection("\n".join(lines), figures)

@@ -7,11 +7,15 @@ number of those images; session 0 holds the base classes.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cfs.evaluation import plots
+from cfs.evaluation.continual import matrix_figures, pct, summary_table
 from cfs.evaluation.metrics import seen_accuracy
+from cfs.kinds import ReportSection
 
 
 def novel_accuracy(R: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -70,3 +74,21 @@ def session_table(metrics: dict[str, Any], strategy: str) -> str:
     for r in rows:
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     return "\n".join(lines)
+
+
+def fscil_report(runs: list[Any], out: Path) -> ReportSection:
+    """The summary table, the accuracy on all seen classes after each session (table and
+    ``fscil_sessions.png``) and every run's accuracy matrix."""
+    n = max(len(r.metrics["fscil"]["session_accuracy"]) for r in runs)
+    lines = summary_table(runs) + ["", "FSCIL accuracy on all seen classes after each session (%):", "",
+                                   "| run | " + " | ".join(f"s{k}" for k in range(n)) + " | avg | PD |",
+                                   "|---|" + "---:|" * (n + 2)]
+    for r in runs:
+        f = r.metrics["fscil"]
+        accs = list(f["session_accuracy"]) + [None] * (n - len(f["session_accuracy"]))
+        lines.append(f"| {r.label} | " + " | ".join(pct(v) for v in accs)
+                     + f" | {pct(f.get('average_accuracy'))} | {pct(f.get('performance_drop'))} |")
+    path = Path(out) / "fscil_sessions.png"
+    plots.plot_lines({r.label: r.metrics["fscil"]["session_accuracy"] for r in runs}, path,
+                     "FSCIL: accuracy on all seen classes per session", "session", "accuracy (%)")
+    return ReportSection("\n".join(lines), [("FSCIL per-session accuracy", path)] + matrix_figures(runs, out))

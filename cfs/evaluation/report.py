@@ -1,11 +1,12 @@
 """Compare finished runs: a Markdown table, a self-contained HTML page and PNG plots.
 
-A run folder is what ``cfs bench`` writes (``metrics.json`` and ``run.json``). Each kind of
-run gets the pictures its literature uses: class-incremental runs the accuracy on all seen
-classes after each experience (one line per run), the accuracy-matrix heatmaps and the
-forgetting of each experience; FSCIL runs (``metrics.json`` key ``fscil``) the per-session
-accuracy curve; few-shot runs (``kind: episodic``) the mean accuracy with its 95 % interval.
-The HTML page inlines every plot as a base64 PNG so it can be mailed or archived alone.
+A run folder is what ``cfs bench`` writes (``metrics.json`` and ``run.json``). Runs are
+grouped by their scenario kind and each registered kind writes its own section
+(:meth:`cfs.kinds.ScenarioKind.report`) with the tables and pictures its literature uses:
+class-incremental runs the accuracy on all seen classes after each experience, the
+accuracy-matrix heatmaps and the forgetting of each experience; FSCIL runs the per-session
+accuracy; few-shot runs the mean accuracy with its 95 % interval. The HTML page inlines every
+plot as a base64 PNG so it can be mailed or archived alone.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
-
 from cfs.errors import CfsError
-from cfs.evaluation import plots
+from cfs.kinds import ReportSection, default_manager, kind_for
+from cfs.registry import Registry
 
 
 @dataclass
@@ -33,18 +33,9 @@ class Run:
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def kind(self) -> str:
-        if self.metrics.get("kind") == "episodic" or "episodic" in self.metrics:
-            return "episodic"
-        return "fscil" if "fscil" in self.metrics else "class-incremental"
-
-    @property
-    def episodic(self) -> dict[str, Any]:
-        """The few-shot summary (``accuracy``, ``ci95``, ``episodes``) wherever it was written."""
-        if isinstance(self.metrics.get("episodic"), dict):
-            block = self.metrics["episodic"]
-            return block.get("summary", block)
-        return self.metrics.get("summary", {})
+    def kind(self) -> str | None:
+        """The scenario kind the run was written by (``metrics.json``, else ``run.json``)."""
+        return self.metrics.get("kind") or (self.info.get("scenario") or {}).get("kind")
 
 
 def _run_folders(paths: Iterable[str | Path]) -> list[Path]:
@@ -81,83 +72,10 @@ def load_runs(paths: Iterable[str | Path]) -> list[Run]:
     return runs
 
 
-def _pct(v: Any, digits: int = 1) -> str:
-    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.{digits}f}"
-
-
-def markdown_tables(runs: list[Run]) -> str:
-    """One table per kind of run present."""
-    out = []
-    ci = [r for r in runs if r.kind in ("class-incremental", "fscil")]
-    if ci:
-        out += ["| run | scenario | final acc % | avg inc acc % | avg acc % | forgetting % | BWT % | FWT % | time s |",
-                "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for r in ci:
-            s, t = r.metrics.get("summary", {}), r.metrics.get("time", {})
-            out.append(f"| {r.label} | {r.metrics.get('scenario', '')} | {_pct(s.get('last_accuracy'))} | "
-                       f"{_pct(s.get('average_incremental_accuracy'))} | {_pct(s.get('average_accuracy'))} | "
-                       f"{_pct(s.get('forgetting'))} | {_pct(s.get('backward_transfer'))} | "
-                       f"{_pct(s.get('forward_transfer'))} | {t.get('total_seconds', 0):.1f} |")
-    fscil = [r for r in runs if r.kind == "fscil"]
-    if fscil:
-        n = max(len(r.metrics["fscil"]["session_accuracy"]) for r in fscil)
-        out += ["", "FSCIL accuracy on all seen classes after each session (%):", "",
-                "| run | " + " | ".join(f"s{k}" for k in range(n)) + " | avg | PD |",
-                "|---|" + "---:|" * (n + 2)]
-        for r in fscil:
-            f = r.metrics["fscil"]
-            accs = list(f["session_accuracy"]) + [None] * (n - len(f["session_accuracy"]))
-            out.append(f"| {r.label} | " + " | ".join(_pct(v) for v in accs)
-                       + f" | {_pct(f.get('average_accuracy'))} | {_pct(f.get('performance_drop'))} |")
-    epi = [r for r in runs if r.kind == "episodic"]
-    if epi:
-        out += ["", "| run | scenario | accuracy % | 95% CI | episodes |", "|---|---|---:|---:|---:|"]
-        for r in epi:
-            e = r.episodic
-            out.append(f"| {r.label} | {r.metrics.get('scenario', '')} | {_pct(e.get('accuracy'), 2)} | "
-                       f"+-{_pct(e.get('ci95'), 2)} | {e.get('episodes', '-')} |")
-    return "\n".join(out).strip() + "\n"
-
-
-def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
-
-
-def make_plots(runs: list[Run], out: Path) -> list[tuple[str, Path]]:
-    """Write every PNG into ``out``; return (caption, path) in page order."""
-    figures: list[tuple[str, Path]] = []
-    ci = [r for r in runs if r.kind == "class-incremental" and r.metrics.get("seen_accuracy")]
-    if ci:
-        path = out / "seen_accuracy.png"
-        plots.plot_lines({r.label: r.metrics["seen_accuracy"] for r in ci}, path,
-                         "Accuracy on all seen classes after each experience", "experience", "accuracy (%)")
-        figures.append(("Accuracy on all seen classes after each experience", path))
-        forg = {r.label: r.metrics.get("forgetting_per_experience") or [] for r in ci}
-        if any(forg.values()):
-            path = out / "forgetting.png"
-            plots.plot_grouped_bars(forg, path, "Forgetting per experience (max earlier accuracy - final)",
-                                    "experience", "forgetting (%)")
-            figures.append(("Forgetting per experience", path))
-    fscil = [r for r in runs if r.kind == "fscil"]
-    if fscil:
-        path = out / "fscil_sessions.png"
-        plots.plot_lines({r.label: r.metrics["fscil"]["session_accuracy"] for r in fscil}, path,
-                         "FSCIL: accuracy on all seen classes per session", "session", "accuracy (%)")
-        figures.append(("FSCIL per-session accuracy", path))
-    for r in runs:
-        if r.kind != "episodic" and r.metrics.get("accuracy_matrix"):
-            path = out / f"accuracy_matrix_{_safe(r.label)}.png"
-            plots.plot_accuracy_matrix(np.array(r.metrics["accuracy_matrix"]), path,
-                                       f"{r.metrics.get('scenario', '')} / {r.label}")
-            figures.append((f"Accuracy matrix: {r.label}", path))
-    epi = [r for r in runs if r.kind == "episodic" and r.episodic.get("accuracy") is not None]
-    if epi:
-        path = out / "fewshot_accuracy.png"
-        plots.plot_intervals({r.label: r.episodic["accuracy"] for r in epi},
-                             {r.label: r.episodic.get("ci95") or 0.0 for r in epi}, path,
-                             "Few-shot accuracy with its 95% interval")
-        figures.append(("Few-shot accuracy with its 95% interval", path))
-    return figures
+def report_sections(runs: list[Run], kinds: Registry, out: Path) -> list[ReportSection]:
+    """Each kind's section for its runs, in the registry's (alphabetical) order of kinds."""
+    return [kinds.get(name).report([r for r in runs if r.kind == name], out)
+            for name in kinds if any(r.kind == name for r in runs)]
 
 
 def _markdown_to_html(md: str) -> str:
@@ -200,13 +118,18 @@ def html_page(runs: list[Run], md: str, figures: list[tuple[str, Path]]) -> str:
             f"<h2>Plots</h2>\n{''.join(imgs)}\n<h2>Runs</h2><ul>{sources}</ul></body></html>\n")
 
 
-def write_report(run_dirs: Iterable[str | Path], out: Path) -> dict[str, Path]:
-    """Write ``report.md``, ``report.html`` and the PNG plots into ``out``."""
+def write_report(run_dirs: Iterable[str | Path], out: Path, kinds: Registry | None = None) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html`` and the PNG plots into ``out``. ``kinds``: the
+    registered scenario kinds (default: the first-party ones)."""
     runs = load_runs(run_dirs)
+    kinds = kinds if kinds is not None else default_manager().kinds
+    for r in runs:  # a run of a kind no loaded plugin registers: one line, nothing written
+        kind_for(kinds, r.kind, f"run folder {str(r.path)!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figures = make_plots(runs, out)
-    md = markdown_tables(runs)
+    sections = report_sections(runs, kinds, out)
+    figures = [fig for section in sections for fig in section.figures]
+    md = "\n\n".join(section.markdown.strip() for section in sections if section.markdown.strip()) + "\n"
     figure_list = "\n".join(f"![{caption}]({path.name})" for caption, path in figures)
     (out / "report.md").write_text("# cfs report\n\n" + md + "\n" + figure_list + "\n")
     (out / "report.html").write_text(html_page(runs, md, figures))

@@ -1,4 +1,4 @@
-"""The console summary table of ``cfs bench`` (the ``console`` logger), one row per run."""
+"""Console tables of ``cfs bench`` (printed by the ``console`` logger), one row per run."""
 
 from __future__ import annotations
 
@@ -17,12 +17,8 @@ def align(table: list[tuple[str, ...]] | list[list[str]]) -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """Final accuracy, average incremental accuracy, forgetting and time per strategy (percent);
-    episodic runs get their accuracy with its 95 % interval instead."""
-    if rows and rows[0].get("kind") == "episodic":
-        from cfs.evaluation.episodic import format_episodic_table
-
-        return format_episodic_table(rows)
+    """Final accuracy, average incremental accuracy, forgetting and time per strategy (percent)
+    of accuracy-matrix runs; each scenario kind chooses its table (:meth:`cfs.kinds.ScenarioKind.table`)."""
     header = ("strategy", "final acc %", "avg inc acc %", "forgetting %", "time s")
     table = [header] + [(r["strategy"], f"{100 * r['summary']['last_accuracy']:.1f}",
                          f"{100 * r['summary']['average_incremental_accuracy']:.1f}",

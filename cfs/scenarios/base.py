@@ -8,9 +8,6 @@ from typing import Any
 from cfs.data.arrays import ArrayDataset
 from cfs.data.transforms import BatchTransform
 
-#: The settings a strategy can declare compatibility with.
-KINDS = ("class-incremental", "fscil", "episodic")
-
 
 @dataclass
 class Experience:
@@ -30,6 +27,8 @@ class Scenario:
     """A named stream of experiences plus everything needed to reproduce it."""
 
     name: str
+    #: The name of a registered scenario kind (:class:`cfs.kinds.ScenarioKind`), which says how
+    #: the scenario is trained, measured, written and reported.
     kind: str
     experiences: list[Experience]
     class_order: list[int]

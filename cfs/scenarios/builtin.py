@@ -2,13 +2,14 @@
 
 A protocol file is data, not code: data set, split, class-order seed, augmentation,
 normalisation and the training defaults the benchmark is usually run with. Adding a benchmark
-of an existing kind means adding a file; a new kind adds a builder to :data:`BUILDERS`.
+of an existing kind means adding a file; the file's ``kind:`` names a registered scenario kind
+(:class:`cfs.kinds.ScenarioKind`), whose ``build`` turns the spec and its data into a scenario.
 """
 
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import yaml
@@ -18,13 +19,10 @@ from cfs.data import load_dataset
 from cfs.data.arrays import ArrayDataset, DataSplit
 from cfs.data.transforms import BatchTransform
 from cfs.errors import CfsError
+from cfs.kinds import ScenarioKind, default_manager, kind_for
 from cfs.registry import Registry
 from cfs.scenarios.base import Scenario
 from cfs.scenarios.class_incremental import build_stream, class_order, split_classes
-from cfs.scenarios.fscil import build_fscil
-from cfs.scenarios.episodic import build_episodic
-
-Builder = Callable[[dict, Any, DataSplit], Scenario]
 
 
 def transform_for(spec: dict, data: DataSplit) -> BatchTransform:
@@ -54,11 +52,6 @@ def build_class_incremental(spec: dict, cfg: Any, data: DataSplit) -> Scenario:
     )
 
 
-#: Scenario kinds -> builders; other modules of cfs.scenarios add theirs here.
-BUILDERS: dict[str, Builder] = {"class-incremental": build_class_incremental, "episodic": build_episodic,
-                               "fscil": build_fscil}
-
-
 class ProtocolScenario:
     """A registered scenario factory: ``factory(config) -> Scenario``."""
 
@@ -70,17 +63,21 @@ class ProtocolScenario:
         self.defaults = dict(spec.get("defaults") or {})
 
     def __call__(self, cfg: Any) -> Scenario:
-        if self.kind not in BUILDERS:
-            raise CfsError(f"scenario {self.name!r} has kind {self.kind!r}, which no installed module builds")
+        """Build with the first-party kinds (``cfs bench`` calls :meth:`build` with the kind
+        its plugin manager registers)."""
+        return self.build(cfg, kind_for(default_manager().kinds, self.kind, f"scenario {self.name!r}"))
+
+    def build(self, cfg: Any, kind: ScenarioKind) -> Scenario:
+        """Load the data set and let the protocol's kind build the scenario from it."""
+        limit = getattr(cfg, "max_train_per_class", None)
+        if limit and not kind.max_train_per_class:
+            raise CfsError(f"--max-train-per-class does not apply to {self.kind} scenarios such as {self.name!r}")
         options = dict(self.spec.get("dataset_options") or {})
         data = load_dataset(self.spec["dataset"], root=getattr(cfg, "data_root", None),
                             download=bool(getattr(cfg, "download", False)), **options)
-        limit = getattr(cfg, "max_train_per_class", None)
-        if limit and self.kind != "class-incremental":
-            raise CfsError(f"--max-train-per-class applies to class-incremental scenarios, not {self.kind} {self.name!r}")
         if limit:
             data = DataSplit(data.name, first_per_class(data.train, limit), data.test, data.mean, data.std)
-        return BUILDERS[self.kind](self.spec, cfg, data)
+        return kind.build(self.spec, cfg, data)
 
 
 def first_per_class(data: ArrayDataset, limit: int) -> ArrayDataset:

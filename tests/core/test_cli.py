@@ -53,5 +53,19 @@ def test_list_and_plugins(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "split-cifar100" in out and "finetune" in out and "resnet32" in out
+    kinds = out.split("scenario kinds:\n")[1].split("strategies:\n")[0]
+    assert [line.split()[0] for line in kinds.splitlines()] == ["class-incremental", "episodic", "fscil"]
+    loggers = out.split("loggers:\n")[1]
+    assert [line.split()[0] for line in loggers.splitlines()] == ["console", "jsonl", "tensorboard"]
     assert main(["plugins"]) == 0
     assert "joint (cfs; cfs_plugins.joint): strategy joint" in capsys.readouterr().out
+    assert main(["-p", "no:joint", "list"]) == 0  # -p before the subcommand is read too
+    assert "joint" not in capsys.readouterr().out.split("strategies:\n")[1].split("backbones:")[0]
+
+
+def test_unknown_command_and_no_command_are_argparse_errors(capsys):
+    for argv in (["benhc"], []):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+    assert "invalid choice: 'benhc'" in capsys.readouterr().err

@@ -37,7 +37,7 @@ def test_parent_folder_fscil_and_episodic_runs(two_runs, tmp_path):
     fscil = tmp_path / "in" / "fscil"
     shutil.copytree(two_runs[0], fscil)
     data = json.loads((fscil / "metrics.json").read_text())
-    data["strategy"] = "teen"
+    data["strategy"], data["kind"] = "teen", "fscil"  # metrics.json records the kind that wrote it
     data["fscil"] = {"session_accuracy": [0.8, 0.7, 0.6], "average_accuracy": 0.7, "performance_drop": 0.2}
     (fscil / "metrics.json").write_text(json.dumps(data))
     epi = tmp_path / "in" / "episodic"
@@ -50,6 +50,17 @@ def test_parent_folder_fscil_and_episodic_runs(two_runs, tmp_path):
     assert "| protonet | omniglot | 90.00 | +-1.00 | 600 |" in md
     assert {"fscil_sessions", "fewshot_accuracy", "seen_accuracy"} <= set(paths)
     assert [r.kind for r in load_runs([tmp_path / "in"])] == ["episodic", "fscil"]
+
+
+def test_run_of_an_unregistered_kind_is_a_one_line_error(two_runs, tmp_path, capsys):
+    toy = tmp_path / "toy"
+    shutil.copytree(two_runs[0], toy)
+    data = json.loads((toy / "metrics.json").read_text())
+    (toy / "metrics.json").write_text(json.dumps({**data, "kind": "toy"}))
+    assert main(["report", str(toy), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "kind 'toy'" in err and "class-incremental, episodic, fscil" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_run_folder_is_a_one_line_error(tmp_path, capsys):
