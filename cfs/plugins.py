@@ -11,18 +11,22 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pluggy
 
 from cfs import hookspec
+from cfs.composition import label, validated
 from cfs.errors import CfsError
 from cfs.registry import Registry
+from cfs.strategy import Strategy
 
 #: Core modules that register scenarios and backbones; always loaded, cannot be blocked.
-BUILTIN_MODULES = ("cfs.scenarios.builtin", "cfs.models.backbones", "cfs.models.pretrained", "cfs.losses.distill")
+BUILTIN_MODULES = ("cfs.scenarios.builtin", "cfs.models.backbones", "cfs.models.pretrained", "cfs.losses.distill",
+                   "cfs.scenarios.kinds", "cfs.evaluation.loggers", "cfs.commands.subcommands")
 FIRST_PARTY_DIST = "cfs"
 
 
@@ -46,6 +50,44 @@ class CfsPluginManager(pluggy.PluginManager):
         self.strategies: Registry = Registry("strategy")
         self.scenarios: Registry = Registry("scenario")
         self.backbones: Registry = Registry("backbone")
+        self.kinds: Registry = Registry("scenario kind")
+        self.loggers: Registry = Registry("logger")
+        self.commands: Registry = Registry("command")
+        self.distill_losses: Registry = Registry("distillation loss")
+
+    def parse_hookimpl_opts(self, plugin: Any, name: str):
+        """pluggy's parsing, plus the composition rules of strategies (:mod:`cfs.composition`):
+        a hook the instance leaves out with its options is not registered, and a declared
+        fallback answer runs after every other answer."""
+        opts = super().parse_hookimpl_opts(plugin, name)
+        if opts is None or not isinstance(plugin, Strategy):
+            return opts
+        if name in plugin.inactive_hooks():
+            return None
+        if name in plugin.fallback_hooks:
+            opts = dict(opts, trylast=True, tryfirst=False)
+        return opts
+
+    @contextmanager
+    def composition(self, strategies: list[Strategy]) -> Iterator[None]:
+        """Register a run's strategies (validated, in canonical order) while the block runs.
+
+        pluggy calls the last registered plugin first; registering in reverse canonical order
+        makes hooks run in canonical (alphabetical) order."""
+        checked = validated(strategies)
+        names = []
+        try:
+            for strat in reversed(checked):
+                name = f"strategy:{strat.name}"
+                try:
+                    self.register(strat, name=name)
+                except (pluggy.PluginValidationError, ValueError) as exc:
+                    raise CfsError(f"{label(strat)}: {exc}".replace("\n", " ")) from exc
+                names.append(name)
+            yield
+        finally:
+            for name in names:
+                self.unregister(name=name)
 
     def register_module(self, plugin: ModuleType | Any, name: str, dist: str) -> None:
         if self.is_blocked(name) or self.has_plugin(name):
@@ -57,6 +99,10 @@ class CfsPluginManager(pluggy.PluginManager):
     def collect_registrations(self) -> None:
         """Call the ``cfs_add_*`` hooks plugin by plugin, so each entry knows its owner."""
         for hook_name, registry in (
+            ("cfs_add_scenario_kinds", self.kinds),
+            ("cfs_add_loggers", self.loggers),
+            ("cfs_add_commands", self.commands),
+            ("cfs_add_distill_losses", self.distill_losses),
             ("cfs_add_scenarios", self.scenarios),
             ("cfs_add_backbones", self.backbones),
             ("cfs_add_strategies", self.strategies),
@@ -81,9 +127,12 @@ def _parse_plugin_args(args: Iterable[str]) -> tuple[set[str], list[str]]:
     return blocked, extra
 
 
-def get_plugin_manager(plugin_args: Iterable[str] = (), autoload: bool | None = None) -> CfsPluginManager:
+def get_plugin_manager(plugin_args: Iterable[str] = (), autoload: bool | None = None,
+                       extra_plugins: Iterable[Any] = ()) -> CfsPluginManager:
     """Build a manager with built-ins, entry points and ``-p`` arguments, then collect what
-    every plugin registers. ``plugin_args`` are the values of ``-p`` options."""
+    every plugin registers. ``plugin_args`` are the values of ``-p`` options; ``extra_plugins``
+    are plugin objects (modules or namespaces with ``@hookimpl`` functions) registered like a
+    ``-p`` module, for tests (:mod:`cfs.testing`)."""
     pm = CfsPluginManager()
     blocked, extra = _parse_plugin_args(plugin_args)
     for name in blocked:
@@ -109,6 +158,9 @@ def get_plugin_manager(plugin_args: Iterable[str] = (), autoload: bool | None = 
         except ImportError as exc:
             raise CfsError(f"-p {modname}: cannot import plugin module ({exc})") from exc
         pm.register_module(plugin, modname, "(-p)")
+    for plugin in extra_plugins:
+        name = getattr(plugin, "__name__", None) or f"extra-{id(plugin)}"
+        pm.register_module(plugin, name, "(test)")
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
+from cfs.composition import build_strategies
 from cfs.config import RunConfig
-from cfs.engine.continual import ContinualLoop, Timings
+from cfs.engine.continual import Timings
 from cfs.engine.devices import memory_format, resolve_device, seed_everything
-from cfs.engine.episodic import EpisodicLoop
 from cfs.engine.state import RunState
 from cfs.errors import CfsError
 from cfs.models.backbones import build_backbone
@@ -20,10 +20,6 @@ from cfs.models.model import ContinualModel
 from cfs.plugins import CfsPluginManager
 from cfs.scenarios.base import Scenario
 from cfs.strategy import Strategy
-
-
-#: Scenario kind -> the loop class that drives it (``loop.run()``, ``loop.timings``).
-LOOPS: dict[str, Any] = {"class-incremental": ContinualLoop, "fscil": ContinualLoop, "episodic": EpisodicLoop}
 
 
 @dataclass
@@ -56,7 +52,8 @@ def check_compatible(classes: list[type[Strategy]], kind: str, scenario: str) ->
 
 
 def make_strategies(classes: list[type[Strategy]], cfg: RunConfig) -> list[Strategy]:
-    return [cls(cls.make_options(cfg.options.get(cls.name))) for cls in classes]
+    """The composition's instances with their options, validated, in canonical order."""
+    return build_strategies(classes, cfg.options or {})
 
 
 def build_model(pm: CfsPluginManager, cfg: RunConfig, scenario: Scenario) -> ContinualModel:
@@ -71,52 +68,57 @@ def build_model(pm: CfsPluginManager, cfg: RunConfig, scenario: Scenario) -> Con
 
 
 def run_strategy(pm: CfsPluginManager, cfg: RunConfig, spec: str, scenario: Scenario,
-                 progress: bool = True) -> RunResult:
-    """Train and evaluate one (possibly composed) strategy on a built scenario."""
-    classes = strategy_classes(pm, spec)
-    check_compatible(classes, scenario.kind, scenario.name)
-    strategies = make_strategies(classes, cfg)
+                 progress: bool = True, strategies: list[Strategy] | None = None) -> RunResult:
+    """Train and evaluate one (possibly composed) strategy on a built scenario.
+
+    ``strategies``: the composition's instances made by :func:`plan_runs` (fresh ones are
+    made from ``spec`` when omitted)."""
+    if strategies is None:
+        classes = strategy_classes(pm, spec)
+        check_compatible(classes, scenario.kind, scenario.name)
+        strategies = make_strategies(classes, cfg)
     device = resolve_device(cfg.device)
     generator = seed_everything(cfg.seed)
     model = build_model(pm, cfg, scenario).to(device)
-    fmt = memory_format(cfg.memory_format, model, device, scenario.kind)
+    kind = pm.kinds.get(scenario.kind)  # a cfs.kinds.ScenarioKind: its loop, its memory format
+    fmt = memory_format(cfg.memory_format, model, device, kind.channels_last)
     model = model.to(memory_format=fmt)
     state = RunState(config=cfg, scenario=scenario, model=model, device=device, hooks=pm.hook,
                      strategies=strategies, transform=scenario.transform, generator=generator,
                      memory_format=fmt)
-    names = []
-    for strat in strategies:
-        name = f"strategy:{strat.name}"
-        pm.register(strat, name=name)
-        names.append(name)
-    try:
+    with pm.composition(strategies):
         t0 = time.perf_counter()
-        loop = LOOPS[scenario.kind](state, progress=progress)
+        loop = kind.loop(state, progress=progress)
         loop.run()
         seconds = time.perf_counter() - t0
-    finally:
-        for name in names:
-            pm.unregister(name=name)
     return RunResult(spec, state, loop.timings, seconds)
 
 
-def validate_names(pm: CfsPluginManager, cfg: RunConfig) -> None:
-    """Check every name and option before any work starts (nothing half-done on a typo)."""
+def plan_runs(pm: CfsPluginManager, cfg: RunConfig) -> list[tuple[str, list[Strategy]]]:
+    """Check every name and option and build every run's strategies before any work starts:
+    a typo, a bad option or a composition that cannot compose in the last ``--strategy`` is
+    reported before the first run trains or writes anything."""
     factory = pm.scenarios.get(cfg.scenario)
     kind = getattr(factory, "kind", None)
     if not cfg.backbone.startswith("timm:"):
         pm.backbones.get(cfg.backbone)
-    all_names = set()
+    all_names: set[str] = set()
+    plan = []
     for spec in cfg.strategies:
         classes = strategy_classes(pm, spec)
         if kind is not None:
             check_compatible(classes, kind, cfg.scenario)
         all_names |= {c.name for c in classes}
-        for cls in classes:
-            cls.make_options(cfg.options.get(cls.name))
+        plan.append((spec, make_strategies(classes, cfg)))
     for strat in cfg.options:
         if strat not in all_names:
             raise CfsError(f"options given for {strat!r}, which is not among the strategies of this run")
+    return plan
+
+
+def validate_names(pm: CfsPluginManager, cfg: RunConfig) -> None:
+    """:func:`plan_runs` without keeping its instances."""
+    plan_runs(pm, cfg)
 
 
 def device_name(device: torch.device) -> str:
