@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from cfs import hookimpl
 from cfs.data.arrays import ArrayDataset
 from cfs.engine.state import RunState
+from cfs.models.reset import InitialWeights
 from cfs.registry import Registry
 from cfs.strategy import Strategy
 
@@ -36,23 +35,20 @@ class Joint(Strategy):
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)
         self.seen: list[ArrayDataset] = []
-        self._init_state: dict[str, torch.Tensor] | None = None
+        self._initial: InitialWeights | None = None
 
     @hookimpl
     def cfs_before_run(self, state: RunState) -> None:
-        self._init_state = {k: v.clone() for k, v in state.model.backbone.state_dict().items()}
+        if self.options.reset:
+            self._initial = InitialWeights(state.model)
 
     @hookimpl
     def cfs_before_training_exp(self, state: RunState) -> None:
         if self.seen:  # earlier experiences' data, joined as replayed rows
             state.join_train_data(ArrayDataset.concat(self.seen))
         self.seen.append(state.experience.train)
-        if self.options.reset and self._init_state is not None:
-            state.model.backbone.load_state_dict(self._init_state)
-            head = state.model.head
-            torch.nn.init.kaiming_uniform_(head.weight.data, a=5**0.5)
-            if getattr(head, "bias", None) is not None:
-                head.bias.data.zero_()
+        if self.options.reset and self._initial is not None:
+            self._initial.restore(state.model)  # the run's initial weights; new head rows re-drawn
 
     def state_dict(self) -> dict[str, Any]:
         return {"seen": [(d.x.cpu(), d.y.cpu()) for d in self.seen]}
