@@ -1,4 +1,8 @@
-"""``cfs report RUN_DIR... [--out DIR]``: compare finished runs as Markdown, HTML and PNG plots."""
+"""``cfs report RUN_DIR... [--out DIR]``: compare finished runs as Markdown, HTML and PNG plots.
+
+Runs are labelled by the settings that differ between them, runs that differ only in their
+seed are aggregated as mean ± std (the per-seed rows follow), and run folders that are not
+finished (``run.json`` status) are skipped with one line each on stderr."""
 
 from __future__ import annotations
 
@@ -12,10 +16,16 @@ NAME = "report"
 
 
 def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    p = subparsers.add_parser(NAME, parents=[parent], help="compare result folders: Markdown table, HTML page and PNG plots")
+    p = subparsers.add_parser(
+        NAME, parents=[parent], help="compare result folders: Markdown table, HTML page and PNG plots",
+        description="Compare finished runs. Each run is labelled by the settings that differ between the runs "
+                    "(strategy, backbone, epochs, options, seed, ...), shown as columns; runs that differ only in "
+                    "their seed are one row, mean ± sample standard deviation, followed by the per-seed rows. "
+                    "Values that were not measured are blank. Unfinished run folders are skipped with one line "
+                    "each on stderr.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="a folder written by `cfs bench` (or a folder of such folders)")
-    p.add_argument("--out", default="report", help="folder for report.md, report.html and the plots (default report)")
+                   help="a folder written by `cfs bench` (or a folder of such folders; hidden ones are ignored)")
+    p.add_argument("--out", default="report", help="folder for report.md, report.html and the plots (default: report)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from cfs.evaluation import metrics as M
 from cfs.evaluation import plots
 from cfs.evaluation.csvlog import write_avalanche_csvs
 from cfs.evaluation.names import CONFUSION, eval_metrics, history
+from cfs.evaluation.report import Column, metric_tables
 from cfs.kinds import ReportSection
 
 
@@ -65,22 +66,26 @@ def write_continual_files(folder: Path, result: Any, data: dict[str, Any]) -> No
                                f"{result.state.scenario.name} / {result.strategy}")
 
 
-def pct(v: Any, digits: int = 1) -> str:
-    """A fraction as a percentage for report tables; ``-`` for a missing or NaN value."""
-    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.{digits}f}"
+def _summary(key: str) -> Any:
+    """A column's reader of one ``summary`` number (absent in older or partial runs: blank)."""
+    return lambda r: r.metrics.get("summary", {}).get(key)
+
+
+def summary_columns() -> list[Column]:
+    """The summary numbers every accuracy-matrix run has, and its run time."""
+    return [Column("final acc %", _summary("last_accuracy")),
+            Column("avg inc acc %", _summary("average_incremental_accuracy")),
+            Column("avg acc %", _summary("average_accuracy")),
+            Column("forgetting %", _summary("forgetting")),
+            Column("BWT %", _summary("backward_transfer")),
+            Column("FWT %", _summary("forward_transfer")),
+            Column("time s", lambda r: r.metrics.get("time", {}).get("total_seconds"), scale=1.0)]
 
 
 def summary_table(runs: list[Any]) -> list[str]:
-    """Markdown rows of the summary numbers every accuracy-matrix run has."""
-    out = ["| run | scenario | final acc % | avg inc acc % | avg acc % | forgetting % | BWT % | FWT % | time s |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in runs:
-        s, t = r.metrics.get("summary", {}), r.metrics.get("time", {})
-        out.append(f"| {r.label} | {r.metrics.get('scenario', '')} | {pct(s.get('last_accuracy'))} | "
-                   f"{pct(s.get('average_incremental_accuracy'))} | {pct(s.get('average_accuracy'))} | "
-                   f"{pct(s.get('forgetting'))} | {pct(s.get('backward_transfer'))} | "
-                   f"{pct(s.get('forward_transfer'))} | {t.get('total_seconds', 0):.1f} |")
-    return out
+    """Markdown rows of the summary numbers (runs told apart by their differing settings, seed
+    groups as mean ± std; see :func:`cfs.evaluation.report.metric_tables`)."""
+    return metric_tables(runs, summary_columns())
 
 
 def _safe(label: str) -> str:
@@ -88,13 +93,18 @@ def _safe(label: str) -> str:
 
 
 def matrix_figures(runs: list[Any], out: Path) -> list[tuple[str, Path]]:
-    """One accuracy-matrix heatmap per run (``accuracy_matrix_<label>.png``)."""
-    figures = []
+    """One accuracy-matrix heatmap per run (``accuracy_matrix_<label>.png``; labels that map
+    to the same file name get a number, so no run's plot overwrites another's)."""
+    figures, used = [], set()
     for r in runs:
         if r.metrics.get("accuracy_matrix"):
-            path = Path(out) / f"accuracy_matrix_{_safe(r.label)}.png"
-            plots.plot_accuracy_matrix(np.array(r.metrics["accuracy_matrix"]), path,
-                                       f"{r.metrics.get('scenario', '')} / {r.label}")
+            name, k = _safe(r.label), 2
+            while name in used:
+                name, k = f"{_safe(r.label)}_{k}", k + 1
+            used.add(name)
+            path = Path(out) / f"accuracy_matrix_{name}.png"
+            R = np.array([[np.nan if v is None else v for v in row] for row in r.metrics["accuracy_matrix"]], float)
+            plots.plot_accuracy_matrix(R, path, f"{r.metrics.get('scenario', '')} / {r.label}")
             figures.append((f"Accuracy matrix: {r.label}", path))
     return figures
 

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cfs.evaluation import plots
-from cfs.evaluation.continual import pct
+from cfs.evaluation.report import Column, metric_tables
 from cfs.evaluation.table import align
 from cfs.kinds import ReportSection
 
@@ -85,13 +85,17 @@ def episodic_summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return metrics.get("summary", {})
 
 
+def _episodic(key: str) -> Any:
+    """A column's reader of one few-shot summary number, wherever the run's version wrote it."""
+    return lambda r: episodic_summary(r.metrics).get(key)
+
+
 def episodic_report(runs: list[Any], out: Path) -> ReportSection:
-    """Mean accuracy with its 95 % interval: a table and ``fewshot_accuracy.png``."""
-    lines = ["| run | scenario | accuracy % | 95% CI | episodes |", "|---|---|---:|---:|---:|"]
-    for r in runs:
-        e = episodic_summary(r.metrics)
-        lines.append(f"| {r.label} | {r.metrics.get('scenario', '')} | {pct(e.get('accuracy'), 2)} | "
-                     f"+-{pct(e.get('ci95'), 2)} | {e.get('episodes', '-')} |")
+    """Mean accuracy with its 95 % interval: a table (seed groups as mean ± std of the
+    accuracy and of the interval) and ``fewshot_accuracy.png``."""
+    lines = metric_tables(runs, [Column("accuracy %", _episodic("accuracy"), digits=2),
+                                 Column("95% CI", _episodic("ci95"), digits=2, prefix="+-"),
+                                 Column("episodes", _episodic("episodes"), scale=1.0, digits=0, spread=False)])
     figures = []
     measured = {r.label: episodic_summary(r.metrics) for r in runs}
     measured = {k: e for k, e in measured.items() if e.get("accuracy") is not None}

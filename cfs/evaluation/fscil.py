@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from cfs.evaluation import plots
-from cfs.evaluation.continual import matrix_figures, pct, summary_table
+from cfs.evaluation.continual import matrix_figures, summary_table
 from cfs.evaluation.metrics import seen_accuracy
+from cfs.evaluation.report import Column, metric_tables
 from cfs.kinds import ReportSection
 
 
@@ -76,18 +77,20 @@ def session_table(metrics: dict[str, Any], strategy: str) -> str:
     return "\n".join(lines)
 
 
+def _session(k: int) -> Any:
+    """A column's reader of session ``k`` (runs with fewer sessions leave it blank)."""
+    return lambda r: r.metrics["fscil"]["session_accuracy"][k]
+
+
 def fscil_report(runs: list[Any], out: Path) -> ReportSection:
     """The summary table, the accuracy on all seen classes after each session (table and
-    ``fscil_sessions.png``) and every run's accuracy matrix."""
+    ``fscil_sessions.png``) and every run's accuracy matrix; seed groups as mean ± std."""
     n = max(len(r.metrics["fscil"]["session_accuracy"]) for r in runs)
-    lines = summary_table(runs) + ["", "FSCIL accuracy on all seen classes after each session (%):", "",
-                                   "| run | " + " | ".join(f"s{k}" for k in range(n)) + " | avg | PD |",
-                                   "|---|" + "---:|" * (n + 2)]
-    for r in runs:
-        f = r.metrics["fscil"]
-        accs = list(f["session_accuracy"]) + [None] * (n - len(f["session_accuracy"]))
-        lines.append(f"| {r.label} | " + " | ".join(pct(v) for v in accs)
-                     + f" | {pct(f.get('average_accuracy'))} | {pct(f.get('performance_drop'))} |")
+    columns = [Column(f"s{k}", _session(k)) for k in range(n)]
+    columns += [Column("avg", lambda r: r.metrics["fscil"].get("average_accuracy")),
+                Column("PD", lambda r: r.metrics["fscil"].get("performance_drop"))]
+    lines = summary_table(runs) + ["", "FSCIL accuracy on all seen classes after each session (%):", ""]
+    lines += metric_tables(runs, columns, scenario=False)
     path = Path(out) / "fscil_sessions.png"
     plots.plot_lines({r.label: r.metrics["fscil"]["session_accuracy"] for r in runs}, path,
                      "FSCIL: accuracy on all seen classes per session", "session", "accuracy (%)")
