@@ -148,6 +148,8 @@ class ReservoirBuffer:
         uniform slot in ``[0, n]`` if that slot is below capacity."""
         if self.x is None:
             self._allocate(x, y, logits)
+        elif self.x.device != x.device:  # restored from a checkpoint on another device
+            self.load_state_dict(self.state_dict(), device=x.device)
         b = x.shape[0]
         pos = torch.arange(self.seen, self.seen + b, device=x.device)
         dev = generator.device if generator is not None else x.device

@@ -84,7 +84,9 @@ class PreviousModel:
         architecture)."""
         if self.model is None and self._pending is not None:
             twin = frozen_copy(like)
-            _truncate_head(twin, self._pending["n_classes"])
+            weights = self._pending["weights"]
+            rows = weights["head.weight"].shape[0] if "head.weight" in weights else self._pending["n_classes"]
+            _truncate_head(twin, rows)  # the snapshot's head width (DER++'s is the full scenario's)
             twin.load_state_dict(self._pending["weights"])
             self.model, self.n_classes, self._pending = twin, self._pending["n_classes"], None
         return self.model

@@ -24,30 +24,108 @@ NAME = "bench"
 BENCH_KEYS = ("scenario", "strategies", "loggers", "epochs", "batch_size", "lr", "seed", "device", "backbone", "head",
               "optimizer", "schedule", "momentum", "weight_decay", "data_root", "split", "class_order_seed", "max_train_per_class",
               "weights", "memory_format", "download", "amp", "pretrained", "out", "meta_iterations", "meta_batch", "val_interval",
-              "test_episodes", "n_way", "k_shot", "q_query", "train_n_way")
+              "val_episodes", "test_episodes", "n_way", "k_shot", "q_query", "train_n_way",
+              "checkpoint_epochs", "checkpoint_minutes", "on_nan")
 
 
 def add_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
-    bench = subparsers.add_parser(NAME, parents=[parent], help="train and evaluate strategies on a scenario")
-    bench.add_argument("--config", metavar="FILE.yaml", help="YAML config; flags override it")
-    bench.add_argument("--scenario", help="scenario name (default split-digits; see `cfs list`)")
+    """Every flag says what it does and its default: RunConfig's value, or the scenario's where
+    protocol files set it (their ``defaults:``), so ``cfs bench --help`` is the reference."""
+    from dataclasses import fields
+
+    from cfs.config import CHOICES
+
+    defaults = {f.name: f.default for f in fields(RunConfig)}
+    by_scenario = {"backbone", "head", "epochs", "batch_size", "lr", "optimizer", "schedule", "momentum",
+                   "weight_decay", "meta_iterations", "meta_batch", "val_interval", "val_episodes", "test_episodes"}
+
+    def default(key: str) -> str:
+        value = defaults[key]
+        if key in by_scenario:
+            return f"default: from the scenario, else {value}"
+        return "default: from the scenario" if value is None else f"default: {value}"
+
+    bench = subparsers.add_parser(
+        NAME, parents=[parent], help="train and evaluate strategies on a scenario",
+        description="Train and evaluate one or more strategies on a scenario and write one results folder per run "
+                    "(config.yaml, run.json, metrics.json, CSV files, plots). Values come from RunConfig's defaults, "
+                    "then the scenario's defaults, then --config FILE.yaml, then these flags. Every name and value "
+                    "is checked before the first run starts.")
+    bench.add_argument("--config", metavar="FILE.yaml", help="YAML config with any RunConfig key; flags override it "
+                       "(default: none)")
+    bench.add_argument("--scenario", help=f"scenario name or protocol, see `cfs list` ({default('scenario')})")
     bench.add_argument("--strategy", dest="strategies", action="append", metavar="NAME[+NAME]",
-                       help="strategy to run; repeat to compare, a+b to compose (default: the baselines)")
+                       help="strategy to run; repeat to compare, a+b to compose (default: the baselines, "
+                            "finetune and joint)")
     bench.add_argument("-o", "--option", dest="option_args", action="append", default=[], metavar="S.KEY=VALUE",
-                       help="strategy option, e.g. -o lwf.lam=3")
-    for flag, typ in (("epochs", int), ("batch-size", int), ("lr", float), ("seed", int), ("device", str),
-                      ("backbone", str), ("head", str), ("optimizer", str), ("schedule", str), ("momentum", float),
-                      ("weight-decay", float), ("data-root", str), ("split", str), ("class-order-seed", int), ("max-train-per-class", int), ("memory-format", str),
-                      ("weights", str), ("meta-iterations", int), ("meta-batch", int), ("val-interval", int),
-                      ("test-episodes", int), ("n-way", int), ("k-shot", int), ("q-query", int), ("train-n-way", int)):
-        bench.add_argument(f"--{flag}", type=typ, default=None)
-    bench.add_argument("--download", action="store_true", default=None, help="let torchvision download data")
-    bench.add_argument("--amp", action="store_true", default=None, help="mixed precision")
-    bench.add_argument("--pretrained", action="store_true", default=None, help="pretrained timm weights")
-    bench.add_argument("--out", help="results folder (default runs/<time>-<scenario>-<strategy>)")
-    bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+                       help="strategy option, e.g. -o lwf.lam=3; repeat for several (default: each strategy's own)")
+    flags: tuple[tuple[str, type, str], ...] = (
+        ("epochs", int, "training epochs per experience"),
+        ("batch-size", int, "training batch size"),
+        ("lr", float, "learning rate"),
+        ("seed", int, "seed of the model, data order and every random draw of the run"),
+        ("device", str, f"{'|'.join(CHOICES['device'])}; auto is cuda when available"),
+        ("backbone", str, "registered backbone (`cfs list`) or timm:<model>"),
+        ("head", str, f"classifier head that grows as classes arrive: {'|'.join(CHOICES['head'])}"),
+        ("optimizer", str, "|".join(CHOICES["optimizer"])),
+        ("schedule", str, f"learning-rate schedule: {'|'.join(CHOICES['schedule'])}"),
+        ("momentum", float, "SGD momentum"),
+        ("weight-decay", float, "weight decay"),
+        ("data-root", str, "folder holding the data set (default: none; embedded data sets need none)"),
+        ("split", str, "class split: a number of experiences or B<base>-Inc<k>, e.g. B50-Inc10"),
+        ("class-order-seed", int, "seed of the class order (PyCIL's np.random.seed(1993) permutation)"),
+        ("max-train-per-class", int, "keep at most N training images per class, for quick runs (default: all)"),
+        ("memory-format", str, f"{'|'.join(CHOICES['memory_format'])}; auto is channels-last for conv nets on CPU"),
+        ("weights", str, "local checkpoint to load into the backbone (default: none)"),
+        ("meta-iterations", int, "few-shot: meta-training iterations"),
+        ("meta-batch", int, "few-shot: tasks per meta-iteration"),
+        ("val-interval", int, "few-shot: validate every N meta-iterations"),
+        ("val-episodes", int, "few-shot: episodes per validation"),
+        ("test-episodes", int, "few-shot: meta-test episodes"),
+        ("n-way", int, "few-shot: classes per test episode"),
+        ("k-shot", int, "few-shot: support images per class"),
+        ("q-query", int, "few-shot: query images per class"),
+        ("train-n-way", int, "few-shot: classes per meta-training episode "
+                                    "(default: from the scenario, else --n-way)"),
+    )
+    for flag, typ, what in flags:
+        key = flag.replace("-", "_")
+        text = what if "default:" in what else f"{what} ({default(key)})"
+        bench.add_argument(f"--{flag}", type=typ, default=None, help=text)
+    bench.add_argument("--download", action="store_true", default=None,
+                       help="let torchvision download the data set into --data-root (default: off)")
+    bench.add_argument("--amp", action="store_true", default=None,
+                       help="mixed precision: bf16 on CPU, fp16 on CUDA (default: off)")
+    bench.add_argument("--pretrained", action="store_true", default=None,
+                       help="pretrained backbone weights (timm's cache, or the backbone's own) (default: off)")
+    bench.add_argument("--out", help="results folder; with several strategies one sub-folder each "
+                                     "(default: runs/<time>-<scenario>-<strategy>)")
+    bench.add_argument("--no-progress", action="store_true", help="hide progress bars (default: shown)")
+    add_fault_flags(bench)
+    bench.error = _usage_error  # a malformed flag is one line (exit 2) like every other user error
     bench.add_argument("--logger", dest="loggers", action="append", metavar="NAME",
-                       help="console (default), jsonl, tensorboard or a plugin's (see `cfs list`); repeat for several")
+                       help="console, jsonl, tensorboard or a plugin's (see `cfs list`); repeat for several "
+                            "(default: console)")
+
+def _usage_error(message: str) -> None:
+    """argparse's error (usage text plus a message) as the one-line :class:`CfsError`."""
+    raise CfsError(f"{' '.join(message.split())} (see cfs bench --help)")
+
+
+def add_fault_flags(bench: argparse.ArgumentParser) -> None:
+    """Flags of long runs: checkpoints, resuming, replacing a run folder, divergence."""
+    bench.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue an interrupted `cfs bench` from its last checkpoint, with its recorded config "
+                            "(finished strategies are skipped; only --epochs, to extend, and --logger may be given) "
+                            "(default: start a new run)")
+    bench.add_argument("--overwrite", action="store_true",
+                       help="replace the cfs run in --out (only cfs's own files; default: refuse a non-empty --out)")
+    bench.add_argument("--checkpoint-epochs", type=int, default=None,
+                       help="also checkpoint every N epochs (default: 0, only at experience boundaries and by time)")
+    bench.add_argument("--checkpoint-minutes", type=float, default=None,
+                       help="also checkpoint when this many minutes have passed (default: 10; 0 turns it off)")
+    bench.add_argument("--on-nan", choices=("stop", "skip-batch"), default=None,
+                       help="a non-finite loss stops the run with one line, or skips that batch (default: stop)")
 
 
 def bench_config(args: argparse.Namespace, pm: CfsPluginManager) -> RunConfig:
@@ -90,29 +168,100 @@ def build_scenario(factory: Any, cfg: RunConfig, kinds: Registry,
     return scenario, kind
 
 
+#: Flags a resumed run may change: they do not change its numbers (``--epochs`` may extend
+#: it; the change is recorded in run.json's ``resumed``).
+RESUME_FLAGS = {"epochs", "loggers"}
+
+
+def resume_config(args: argparse.Namespace, pm: CfsPluginManager, folder: Path) -> tuple[RunConfig, dict[str, Any]]:
+    """The recorded config of ``cfs bench --resume DIR``; a flag that would change the result
+    is refused with one line. Returns the config and what the resumption changed."""
+    recorded = folder / "config.yaml"
+    if not recorded.is_file():
+        raise CfsError(f"--resume {folder}: no config.yaml there; it is not a folder written by cfs bench")
+    given = [k for k in BENCH_KEYS if getattr(args, k, None) is not None and k not in RESUME_FLAGS]
+    if args.option_args or args.config:
+        given.append("-o" if args.option_args else "--config")
+    if given:
+        flag = given[0] if given[0].startswith("-") else "--" + given[0].replace("_", "-")
+        raise CfsError(f"--resume continues the recorded run; {flag} would change its result (remove it)")
+    values = load_yaml(str(recorded))
+    changed = {}
+    if args.epochs is not None and args.epochs != values.get("epochs"):
+        if args.epochs < int(values.get("epochs") or 0):
+            raise CfsError(f"--resume: --epochs may only extend the run ({values.get('epochs')} recorded)")
+        changed["epochs"] = [values.get("epochs"), args.epochs]
+        values["epochs"] = args.epochs
+    if args.loggers:
+        values["loggers"] = args.loggers
+    return resolve(values), changed
+
+
 def run(args: argparse.Namespace) -> int:
-    from cfs.engine.runner import plan_runs, run_strategy
+    import json
+    import time
+
+    from cfs.engine.checkpoint import CheckpointPolicy
+    from cfs.engine.runner import RunFailed, plan_runs, run_strategy
     from cfs.evaluation.loggers import select_loggers
-    from cfs.evaluation.writer import default_run_dir, write_run
+    from cfs.evaluation.writer import versions, write_run
+    from cfs.rundir import describe_environment, lock_folders, plan_folders
 
     pm = plugin_manager(args)
-    cfg = bench_config(args, pm)
+    resume = Path(args.resume) if getattr(args, "resume", None) else None
+    if resume is not None:
+        if not resume.is_dir():
+            raise CfsError(f"--resume {resume}: no such folder")
+        cfg, changed = resume_config(args, pm, resume)
+    else:
+        cfg, changed = bench_config(args, pm), {}
     loggers = select_loggers(pm.loggers, cfg.loggers)
     factory = pm.scenarios.get(cfg.scenario)
     kind = declared_kind(factory, cfg, pm.kinds)
     plan = plan_runs(pm, cfg)
-    scenario, kind = build_scenario(factory, cfg, pm.kinds, kind)
-    plugins = {name: info.distribution for name, info in pm.info.items()}
-    rows = []
-    for spec, strategies in plan:
-        result = run_strategy(pm, cfg, spec, scenario, progress=not args.no_progress, strategies=strategies)
-        if cfg.out:
-            out = Path(cfg.out) / spec if len(cfg.strategies) > 1 else Path(cfg.out)
-        else:
-            out = default_run_dir(cfg.scenario, spec)
-        data = write_run(result, out, plugins, kind=kind, loggers=loggers)
-        rows.append(data)
-        print(f"{spec}: results in {out}", file=sys.stderr)
+    folders = plan_folders([spec for spec, _ in plan], cfg.out, cfg.scenario,
+                           overwrite=bool(getattr(args, "overwrite", False)), resume=resume)
+    scenario, kind = build_scenario(factory, cfg, pm.kinds, kind)  # data errors: still nothing written
+    policy = CheckpointPolicy(epochs=cfg.checkpoint_epochs, minutes=cfg.checkpoint_minutes)
+    lock_folders(folders, resume=resume is not None)
+    try:
+        if len(plan) > 1 and resume is None and cfg.out:
+            import yaml
+
+            (Path(cfg.out) / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        plugins = {name: info.distribution for name, info in pm.info.items()}
+        rows = []
+        for spec, strategies in plan:
+            folder = folders[spec]
+            if resume is not None and folder.status == "finished":
+                rows.append(json.loads((folder.path / "metrics.json").read_text()))
+                print(f"{spec}: finished before, results in {folder.path}", file=sys.stderr)
+                continue
+            checkpointer = folder.checkpointer(policy)
+            checkpoint = checkpointer.latest() if resume is not None else None
+            if resume is not None and checkpoint is None:
+                folder.clear_own()  # killed before its first checkpoint: start it again
+            info = {"versions": versions(), "seed": cfg.seed, "strategy": spec, "scenario": cfg.scenario,
+                    "plugins": plugins, **describe_environment()}
+            folder.start(info, cfg.to_dict(), resumed={"at": time.time(), **changed} if resume is not None else None)
+            try:
+                result = run_strategy(pm, cfg, spec, scenario, progress=not args.no_progress, strategies=strategies,
+                                      checkpointer=checkpointer, resume=checkpoint)
+            except RunFailed as exc:
+                res = exc.state.results
+                folder.fail(str(exc), {"accuracy_matrix": res.rows, "initial_accuracy": res.initial})
+                raise
+            except KeyboardInterrupt:
+                root = folder.path.parent if len(plan) > 1 else folder.path
+                folder.fail(f"interrupted; continue with: cfs bench --resume {root}")
+                raise
+            data = write_run(result, folder.path, plugins, kind=kind, loggers=loggers)
+            checkpointer.clear()
+            rows.append(data)
+            print(f"{spec}: results in {folder.path}", file=sys.stderr)
+    finally:
+        for folder in folders.values():
+            folder.release()
     print(kind.header(scenario, cfg))
     for logger in loggers:
         logger.finish(rows, kind)

@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cfs.engine.batch import Batch
+from cfs.engine.resume import continual_payload, restore_continual, restore_optimisation
 from cfs.engine.devices import autocast
 from cfs.engine.hooks import ActiveHooks
 from cfs.engine.state import RunState
-from cfs.engine.step import OptimStep
+from cfs.engine.step import OptimStep, check_parameters
 from cfs.scenarios.base import Experience
 
 
@@ -61,39 +62,57 @@ class ContinualLoop:
 
     # ----------------------------------------------------------------------------- run
     def run(self) -> RunState:
+        """Every experience in turn; with ``state.resume`` (a checkpoint), from where it left
+        off. ``state.checkpointer`` writes a checkpoint after every experience's evaluation and
+        when its policy says so after an epoch."""
         s, h = self.state, self.hooks
         h.cfs_before_run(state=s)
-        s.results.initial, s.results.initial_losses = self.evaluate(record=False)
+        start, mid_epoch = 0, None
+        if s.resume is not None:
+            start, mid_epoch = restore_continual(self, s.resume)
+        else:
+            s.results.initial, s.results.initial_losses = self.evaluate(record=False)
         exps = s.scenario.experiences
-        for exp in tqdm(exps, desc="experiences", disable=not self.progress, leave=False):
+        for exp in tqdm(exps[start:], desc="experiences", disable=not self.progress, leave=False):
             t0 = time.perf_counter()
-            self.train_experience(exp)
+            self.train_experience(exp, resume_epoch=mid_epoch if exp.index == start else None)
             self.timings.train_seconds.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             self.evaluate(record=True)
             self.timings.eval_seconds.append(time.perf_counter() - t0)
+            if s.checkpointer is not None:
+                s.checkpointer.write(continual_payload(self, exp.index + 1, None))
         h.cfs_after_run(state=s)
         return s
 
     # ----------------------------------------------------------------------------- training
-    def train_experience(self, exp: Experience) -> None:
+    def train_experience(self, exp: Experience, resume_epoch: int | None = None) -> None:
+        """Grow the head, let strategies prepare, train, let them finish. ``resume_epoch``:
+        continue a checkpointed experience at that epoch (its preparation is restored, not
+        repeated)."""
         s, h = self.state, self.hooks
         s.experience = exp
         s.n_seen = max(s.n_seen, max(exp.classes) + 1)
         head = s.model.head
         if hasattr(head, "expand") and head.out_features < s.n_seen:
             head.expand(s.n_seen - head.out_features)
-        s.train_data = exp.train.to(s.device)
-        s.n_incoming_rows = len(s.train_data)
-        h.cfs_before_training_exp(state=s)
-        if h.cfs_train_experience(state=s) is None:
-            self._epochs()
+        if resume_epoch is not None:
+            self._epochs(resume_epoch)
+        else:
+            s.train_data = exp.train.to(s.device)
+            s.n_incoming_rows = len(s.train_data)
+            h.cfs_before_training_exp(state=s)
+            if h.cfs_train_experience(state=s) is None:
+                self._epochs(0)
         h.cfs_after_training_exp(state=s)
 
-    def _epochs(self) -> None:
+    def _epochs(self, start: int) -> None:
         s, h, cfg = self.state, self.hooks, self.state.config
         self.step.build(cfg.epochs)
-        for epoch in tqdm(range(cfg.epochs), desc=f"exp {s.experience_index} epochs", disable=not self.progress, leave=False):
+        if start:
+            restore_optimisation(self, s.resume)
+        for epoch in tqdm(range(start, cfg.epochs), desc=f"exp {s.experience_index} epochs", disable=not self.progress,
+                          leave=False):
             s.epoch = epoch
             t0 = time.perf_counter()
             h.cfs_before_epoch(state=s)
@@ -105,6 +124,10 @@ class ContinualLoop:
             self.timings.epochs.append(
                 EpochLog(s.experience_index, epoch, float(loss_sum) / max(seen, 1), accuracy, time.perf_counter() - t0)
             )
+            check_parameters(s)
+            done = epoch + 1
+            if s.checkpointer is not None and done < cfg.epochs and s.checkpointer.due(done):
+                s.checkpointer.write(continual_payload(self, s.experience_index, done))
 
     def _one_epoch(self) -> tuple[float, float, int]:
         """Train one epoch; return the summed loss, the number of correct predictions and the
@@ -122,6 +145,7 @@ class ContinualLoop:
         outputs: list[torch.Tensor] = []
         targets: list[torch.Tensor] = []
         for start in range(0, n, bs):
+            s.step_in_epoch = start // bs
             idx = order[start : start + bs]
             s.batch = Batch(s.prepare(data.x[idx], train=True), data.y[idx], index=idx,
                             drawn_replayed=(idx >= s.n_incoming_rows) if joined else None)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from cfs.engine.continual import Timings
 from cfs.engine.hooks import ActiveHooks
+from cfs.engine.resume import episodic_payload, restore_episodic
 from cfs.engine.state import RunState
 from cfs.engine.step import OptimStep
 from cfs.errors import CfsError
@@ -89,12 +90,20 @@ class EpisodicLoop:
         return s
 
     def _meta_train(self, extra: list[torch.nn.Parameter]) -> dict | None:
+        """Meta-train; with ``state.resume``, from the checkpointed meta-iteration on.
+        ``state.checkpointer`` writes a checkpoint after every validation and by time."""
         s, h, cfg = self.state, self.hooks, self.state.config
         sampler = self.samplers["train"]
         best_acc, best = -1.0, None
         loss_sum, n_loss, t0 = torch.zeros((), device=s.device), 0, time.perf_counter()
+        first = 0
+        if s.resume is not None:
+            first, best, acc = restore_episodic(self, s.resume)
+            best_acc, loss_sum, n_loss = acc["best_acc"], acc["loss_sum"].to(s.device), acc["n_loss"]
+            t0 -= acc["seconds"]
         log_every = max(1, min(cfg.val_interval, 100))
-        for it in tqdm(range(cfg.meta_iterations), desc="meta-iterations", disable=not self.progress, leave=False):
+        for it in tqdm(range(first, cfg.meta_iterations), desc="meta-iterations", disable=not self.progress,
+                       leave=False):
             s.iteration = it
             s.model.train()
             support, query = sampler.sample_indices(cfg.meta_batch, s.generator)
@@ -115,6 +124,13 @@ class EpisodicLoop:
                 if acc > best_acc:
                     best_acc, self.results.best_iteration = acc, done
                     best = self._snapshot(extra)
+                validated = True
+            else:
+                validated = False
+            if s.checkpointer is not None and done < cfg.meta_iterations and (validated or s.checkpointer.due_by_time()):
+                acc = {"best_acc": best_acc, "loss_sum": loss_sum.detach().cpu(), "n_loss": n_loss,
+                       "seconds": time.perf_counter() - t0}
+                s.checkpointer.write(episodic_payload(self, done, best, acc))
         return best
 
     def _meta_loss(self, tasks: EpisodeBatch) -> torch.Tensor:

@@ -67,12 +67,23 @@ def build_model(pm: CfsPluginManager, cfg: RunConfig, scenario: Scenario) -> Con
     return ContinualModel(backbone, head_cls(backbone.out_dim))
 
 
+class RunFailed(CfsError):
+    """A run stopped with a user-facing error after it started (divergence): the message is
+    the one line to show; ``state`` holds what it finished."""
+
+    def __init__(self, message: str, state: RunState) -> None:
+        super().__init__(message)
+        self.state = state
+
+
 def run_strategy(pm: CfsPluginManager, cfg: RunConfig, spec: str, scenario: Scenario,
-                 progress: bool = True, strategies: list[Strategy] | None = None) -> RunResult:
+                 progress: bool = True, strategies: list[Strategy] | None = None,
+                 checkpointer: Any = None, resume: dict[str, Any] | None = None) -> RunResult:
     """Train and evaluate one (possibly composed) strategy on a built scenario.
 
     ``strategies``: the composition's instances made by :func:`plan_runs` (fresh ones are
-    made from ``spec`` when omitted)."""
+    made from ``spec`` when omitted). ``checkpointer`` (:class:`cfs.engine.checkpoint.
+    Checkpointer`) writes checkpoints as the run goes; ``resume``: a checkpoint to continue."""
     if strategies is None:
         classes = strategy_classes(pm, spec)
         check_compatible(classes, scenario.kind, scenario.name)
@@ -85,12 +96,18 @@ def run_strategy(pm: CfsPluginManager, cfg: RunConfig, spec: str, scenario: Scen
     model = model.to(memory_format=fmt)
     state = RunState(config=cfg, scenario=scenario, model=model, device=device, hooks=pm.hook,
                      strategies=strategies, transform=scenario.transform, generator=generator,
-                     memory_format=fmt)
+                     memory_format=fmt, checkpointer=checkpointer, resume=resume)
     with pm.composition(strategies):
         t0 = time.perf_counter()
         loop = kind.loop(state, progress=progress)
-        loop.run()
+        try:
+            loop.run()
+        except CfsError as exc:
+            raise RunFailed(str(exc), state) from exc
         seconds = time.perf_counter() - t0
+    if resume is not None:
+        seconds += sum(resume.get("timings", {}).get("train_seconds", [])) + sum(
+            resume.get("timings", {}).get("eval_seconds", []))
     return RunResult(spec, state, loop.timings, seconds)
 
 

@@ -59,11 +59,17 @@ class RunState:
     scheduler: Any = None
     epoch: int = 0
     iteration: int = 0
+    #: 0-based index of the current batch within its epoch
+    step_in_epoch: int = 0
     batch: Batch | None = None
     features: torch.Tensor | None = None
     outputs: torch.Tensor | None = None
     loss: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: a cfs.engine.checkpoint.Checkpointer when the run writes checkpoints
+    checkpointer: Any = None
+    #: the checkpoint this run continues from (``cfs bench --resume``)
+    resume: dict[str, Any] | None = None
     memory_format: torch.memory_format = torch.contiguous_format
 
     @property

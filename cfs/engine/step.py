@@ -17,6 +17,28 @@ import torch
 from cfs.engine.devices import autocast
 from cfs.engine.optim import build_optimizer, build_scheduler
 from cfs.engine.state import RunState
+from cfs.errors import CfsError
+
+
+class NonFiniteError(CfsError):
+    """The run diverged: a loss or the weights became NaN or infinite."""
+
+
+def where(state: RunState) -> str:
+    """The position of a run, for errors: strategy, experience, epoch and batch."""
+    names = "+".join(st.name for st in state.strategies) or "?"
+    if state.experience is None:
+        return f"in strategy {names}, meta-iteration {state.iteration + 1}"
+    return (f"in strategy {names}, experience {state.experience_index}, epoch {state.epoch + 1}, "
+            f"batch {state.step_in_epoch + 1}")
+
+
+def check_parameters(state: RunState) -> None:
+    """Stop with :class:`NonFiniteError` when a weight is NaN or infinite (a gradient blew up
+    although the loss was finite). Called once per epoch: one fused reduction."""
+    params = [p.detach() for p in state.model.parameters() if p.is_floating_point()]
+    if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+        raise NonFiniteError(f"non-finite weights after {where(state)}; lower --lr")
 
 
 class OptimStep:
@@ -46,10 +68,19 @@ class OptimStep:
         return loss
 
     def __call__(self, base: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """Total loss, backward (scaled for fp16 on CUDA), the backward hooks, optimizer step."""
+        """Total loss, backward (scaled for fp16 on CUDA), the backward hooks, optimizer step.
+
+        A non-finite loss stops the run with a one-line :class:`NonFiniteError` naming where
+        (``on_nan: stop``, the default) or skips the batch's update (``on_nan: skip-batch``)."""
         s, h = self.state, self.hooks
         loss = self.total_loss(base)
         s.loss = loss
+        if not bool(torch.isfinite(loss.detach())):
+            if getattr(s.config, "on_nan", "stop") != "skip-batch":
+                raise NonFiniteError(f"non-finite loss ({loss.detach().item():g}) {where(s)}; lower --lr, or pass "
+                                     f"--on-nan skip-batch to skip such batches")
+            s.extra["skipped_batches"] = s.extra.get("skipped_batches", 0) + 1
+            return loss.detach()
         h.cfs_before_backward(state=s)
         s.optimizer.zero_grad(set_to_none=True)
         if self.scaler.is_enabled():

@@ -26,12 +26,9 @@ import yaml
 import cfs
 from cfs.engine.runner import RunResult
 from cfs.evaluation.loggers import Logger, select_loggers, write_logs
+from cfs.errors import CfsError
 from cfs.kinds import ScenarioKind, default_manager, kind_for
-
-
-def default_run_dir(scenario: str, strategy: str, root: str | Path = "runs") -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{stamp}-{scenario}-{strategy}"
+from cfs.rundir import default_run_dir, describe_environment, read_json, write_json  # noqa: F401 (default_run_dir: public)
 
 
 def versions() -> dict[str, str]:
@@ -59,31 +56,52 @@ def run_metrics(result: RunResult, kind: ScenarioKind | None = None) -> dict[str
 
 def write_run(result: RunResult, out: Path, plugins: dict[str, str] | None = None,
               kind: ScenarioKind | None = None, loggers: Sequence[Logger] | None = None) -> dict[str, Any]:
-    """Write the folder for ``result`` at ``out`` and return its metrics.
+    """Write the results of ``result`` into the run folder ``out`` and return its metrics.
 
     ``kind``: the scenario's registered kind and ``loggers``: the selected loggers, as the
     caller's plugin manager has them; by default the first-party ones (the loggers named in
-    the run's config)."""
+    the run's config).
+
+    A new ``out`` is written as a hidden sibling and renamed into place. An existing ``out``
+    (the run folder ``cfs bench`` created, locked and marked ``running``) gets its files from a
+    hidden temporary folder inside it, moved in one by one, and ``run.json`` with
+    ``status: finished`` last: a folder whose run.json is not finished is not a result. Nothing
+    else in ``out`` is touched."""
     out = Path(out)
     kind = _kind(result, kind)
     state = result.state
     if loggers is None:
         loggers = select_loggers(default_manager().loggers, getattr(state.config, "loggers", []))
+    if out.exists() and not out.is_dir():
+        raise CfsError(f"cannot write results to {out}: it is a file")
+    in_place = out.is_dir()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=".results-", dir=out) if in_place
+               else tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         data = run_metrics(result, kind)
         (tmp / "config.yaml").write_text(yaml.safe_dump(state.config.to_dict(), sort_keys=False))
-        info = {"versions": versions(), "seed": state.config.seed, "device": str(state.device),
-                "strategy": result.strategy, "scenario": state.scenario.describe(),
-                "class_names": state.scenario.class_names, "plugins": plugins or {}}
-        (tmp / "run.json").write_text(json.dumps(info, indent=1))
         (tmp / "metrics.json").write_text(json.dumps(data, indent=1))
         kind.write_files(tmp, result, data)
         write_logs(tmp, data, loggers)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        previous = read_json(out / "run.json") or {} if in_place else {}
+        info = {"versions": versions(), "seed": state.config.seed, "device": str(state.device),
+                "strategy": result.strategy, "scenario": state.scenario.describe(),
+                "class_names": state.scenario.class_names, "plugins": plugins or {}, **describe_environment(),
+                **{k: previous[k] for k in ("started", "resumed") if k in previous},
+                "skipped_batches": state.extra.get("skipped_batches", 0),
+                "status": "finished", "files": sorted(p.name for p in tmp.iterdir()) + ["run.json"]}
+        if in_place:
+            for entry in tmp.iterdir():
+                dest = out / entry.name
+                if dest.is_dir() and not dest.is_symlink():
+                    shutil.rmtree(dest)
+                os.replace(entry, dest)
+            tmp.rmdir()
+            write_json(out / "run.json", info)  # last: the run is finished when this says so
+        else:
+            (tmp / "run.json").write_text(json.dumps(info, indent=1))
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

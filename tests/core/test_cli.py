@@ -69,3 +69,26 @@ def test_unknown_command_and_no_command_are_argparse_errors(capsys):
             main(argv)
         assert exc.value.code == 2
     assert "invalid choice: 'benhc'" in capsys.readouterr().err
+
+
+def test_every_bench_flag_has_help_with_its_default():
+    """`cfs bench --help` is the reference: each option says what it does and its default."""
+    import argparse
+
+    from cfs.cli import build_parser
+    from cfs.commands.bench import bench_config
+    from cfs.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    parser = build_parser(pm)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    bench = sub.choices["bench"]
+    assert bench.description
+    options = [a for a in bench._actions if a.option_strings]
+    assert len(options) > 30
+    for action in options:
+        assert action.help and action.help != argparse.SUPPRESS, action.option_strings
+        if action.dest not in ("help", "plugins"):  # argparse's -h and the shared -p
+            assert "default" in action.help, action.option_strings
+    args = parser.parse_args(["bench", "--val-episodes", "7", "--scenario", "omniglot-5w1s"])
+    assert bench_config(args, pm).val_episodes == 7
