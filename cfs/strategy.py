@@ -9,6 +9,7 @@ hook points of :mod:`cfs.hookspec`. A strategy that implements no hook is plain 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, ClassVar
@@ -89,6 +90,10 @@ def _checked(name: str, value: Any, hint: Any) -> Any:
         return None
     for t in allowed:
         if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, int) and abs(value) >= 2**1023:
+                raise CfsError(f"option {name} is beyond the range of a float")
+            if not math.isfinite(value):  # nan/inf would train to NaN and report it as a result
+                raise CfsError(f"option {name} must be a finite number, got {value!r}")
             return float(value)  # an int is a valid float
         kind = typing.get_origin(t) or t  # list[int] -> list
         if kind in (list, tuple) and isinstance(value, (list, tuple)):

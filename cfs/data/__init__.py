@@ -58,14 +58,19 @@ def load_dataset(
 
     ``download=True`` lets torchvision fetch data sets it knows; ``options`` go to the loader
     (e.g. ``image_size`` for ``imagefolder``). An option the loader does not take is a
-    CfsError listing the valid ones, instead of a TypeError from deep inside.
+    CfsError listing the valid ones, instead of a TypeError from deep inside. A file that
+    cannot be read is a CfsError naming it, raised while loading, before any training.
     """
     valid = dataset_options(name)
     bad = sorted(set(options) - set(valid))
     if bad:
         allowed = ", ".join(sorted(valid)) or "none"
         raise CfsError(f"data set {name!r} has no option {', '.join(bad)} (valid: {allowed})")
-    return DATASETS[name](None if root is None else Path(root), download=download, **options)
+    try:
+        return DATASETS[name](None if root is None else Path(root), download=download, **options)
+    except OSError as exc:  # a file the loader did not expect to fail (permissions, I/O error)
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise CfsError(f"cannot read data set {name!r}{where}: {exc.strerror or exc}") from None
 
 
 __all__ = [

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from torchvision.io import ImageReadMode, decode_image
+from torchvision.io import ImageReadMode
 from torchvision.transforms.v2 import functional as TF
 
 from cfs.data.arrays import ArrayDataset, DataSplit
 from cfs.data.cache import cached_split
-from cfs.data.sources import CIFAR100_STATS, channel_stats, default_root, load_cifar100
+from cfs.data.sources import CIFAR100_STATS, channel_stats, decode_file, default_root, load_cifar100
 from cfs.errors import CfsError
 
 SPLITS = ("train", "val", "test")
@@ -65,7 +65,7 @@ def _empty_like(data: ArrayDataset) -> ArrayDataset:
 
 
 def _decode(path: Path, mode: ImageReadMode, image_size: int | None) -> torch.Tensor:
-    img = decode_image(torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8), mode=mode)
+    img = decode_file(path, mode)  # an unreadable or corrupt file is a one-line error naming it
     if image_size is not None and tuple(img.shape[1:]) != (image_size, image_size):
         img = TF.resize(img, [image_size, image_size], antialias=True)
     return img

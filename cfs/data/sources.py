@@ -7,11 +7,15 @@ usual distributions use (torchvision's CIFAR pickles and MNIST idx files, an Ima
 of JPEGs), so data downloaded by torchvision, the Debian ``dataset-fashion-mnist`` package
 and the offline ``cifar10-jpg`` archive all work without conversion. Missing data is a
 one-line :class:`CfsError` naming the path expected and how to provide it; nothing is
-downloaded unless ``download=True``.
+downloaded unless ``download=True``. So is bad data, while loading (before any training): an
+empty class folder, a class missing from ``train/`` or ``test/``, an unreadable or corrupt
+image (named), a symlink loop. CIFAR pickles are read with a restricted unpickler that builds
+arrays, lists and dicts only, so a data folder cannot run code.
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import pickle
@@ -142,27 +146,122 @@ def load_synthetic(
 # ---------------------------------------------------------------- CIFAR pickles
 
 
+def _latin1(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as a protocol-2 pickle written by Python 3 uses it for bytes
+    (``encode(text, "latin1")``), and nothing else: no other codec is looked up."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise pickle.UnpicklingError(f"_codecs.encode({encoding!r}) is not how bytes are pickled")
+    return text.encode("latin1")
+
+
+def _cifar_globals() -> dict[tuple[str, str], object]:
+    """The only globals a CIFAR batch (a dict of lists, strings and uint8 arrays) references:
+    numpy's array and scalar reconstruction, under numpy 1's and numpy 2's module names, and
+    the bytes of a protocol-2 pickle written by Python 3. Objects are taken from numpy itself
+    (what ``__reduce__`` names), so nothing is imported by name from the file."""
+    array, scalar = np.zeros(1, dtype=np.uint8), np.uint8(0)
+    found = {
+        "_reconstruct": array.__reduce__()[0],
+        "scalar": scalar.__reduce__()[0],
+        "_frombuffer": array.__reduce_ex__(5)[0],
+    }
+    allowed: dict[tuple[str, str], object] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1,
+    }
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = found["_reconstruct"]
+        allowed[(f"{core}.multiarray", "scalar")] = found["scalar"]
+        allowed[(f"{core}.numeric", "_frombuffer")] = found["_frombuffer"]
+    return allowed
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Unpickles data only: a global that a CIFAR batch never holds (``os.system``,
+    ``builtins.eval``, any class) is refused before it is looked up, so a data folder from the
+    internet cannot run code; torchvision's own loader would execute it."""
+
+    allowed = _cifar_globals()
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self.allowed[(module, name)]
+        except KeyError:
+            raise _Refused(f"{module}.{name}") from None
+
+    def persistent_load(self, pid: object) -> object:
+        raise _Refused("a persistent object")
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle that references something other than data."""
+
+
+def read_data_pickle(path: Path) -> object:
+    """A torchvision-format pickle (``encoding="latin1"``, as its Python 2 files need) read
+    with :class:`_DataUnpickler`; anything but plain data is a one-line :class:`CfsError`."""
+    try:
+        with open(path, "rb") as f:
+            return _DataUnpickler(f, encoding="latin1").load()
+    except _Refused as exc:
+        raise CfsError(f"{path} is not a plain CIFAR data file: it would create {exc} when loaded, "
+                       f"which a data file never does; refusing to load it (replace the file with "
+                       f"the original from the CIFAR archive)") from None
+    except OSError as exc:
+        raise CfsError(f"cannot read {path}: {exc.strerror or _one_line(exc)}") from None
+    except Exception as exc:  # truncated or garbled: any error of the unpickler or numpy
+        raise CfsError(f"{path} is not a readable CIFAR pickle ({type(exc).__name__}: "
+                       f"{_one_line(exc)[:120]}); replace it with the original file") from None
+
+
 def _read_cifar_pickles(folder: Path, spec: type, name: str, stats: tuple) -> DataSplit:
     """Read torchvision's CIFAR pickle layout (``spec`` is ``CIFAR10`` or ``CIFAR100``).
 
     File names and keys come from torchvision's own class, so the format stays in step with
     it; the pickles are read here rather than through the class because its md5 check
-    rejects anything but the original archive (a test fixture, a subset).
+    rejects anything but the original archive (a test fixture, a subset). They are read with a
+    restricted unpickler (:func:`read_data_pickle`): plain data only, never code.
     """
 
     def unpickle(filename: str) -> dict:
-        with open(folder / filename, "rb") as f:
-            return pickle.load(f, encoding="latin1")
+        entry = read_data_pickle(folder / filename)
+        if not isinstance(entry, dict):
+            raise CfsError(f"{folder / filename} holds a {type(entry).__name__}, not a CIFAR batch "
+                           f"(a dict); replace it with the original file")
+        return entry
 
-    names = list(unpickle(spec.meta["filename"])[spec.meta["key"]])
+    def field(filename: str, entry: dict, *keys: str) -> object:
+        for key in keys:
+            if key in entry:
+                return entry[key]
+        raise CfsError(f"{folder / filename} has no {' or '.join(map(repr, keys))} entry; it is not "
+                       f"a CIFAR file in torchvision's format")
+
+    meta = spec.meta["filename"]
+    names = field(meta, unpickle(meta), spec.meta["key"])
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise CfsError(f"{folder / meta}: {spec.meta['key']!r} is not a list of class names")
+    names = list(names)
 
     def part(files: list) -> ArrayDataset:
         xs, ys = [], []
         for filename, _md5 in files:
             entry = unpickle(filename)
-            xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
-        return ArrayDataset(torch.from_numpy(np.concatenate(xs)), torch.tensor(ys), names)
+            data = field(filename, entry, "data")
+            labels = field(filename, entry, "labels", "fine_labels")
+            try:
+                x = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
+                y = np.asarray(labels, dtype=np.int64).reshape(-1)
+            except (TypeError, ValueError) as exc:
+                raise CfsError(f"{folder / filename}: 'data' is not N rows of 3x32x32 uint8 pixels "
+                               f"with one integer label each ({_one_line(exc)[:80]})") from None
+            if len(x) != len(y) or (len(y) and not 0 <= int(y.min()) <= int(y.max()) < len(names)):
+                raise CfsError(f"{folder / filename}: {len(x)} images but {len(y)} labels, or labels "
+                               f"outside 0..{len(names) - 1}; replace it with the original file")
+            xs.append(x)
+            ys.append(y)
+        return ArrayDataset(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)), names)
 
     return DataSplit(name, part(spec.train_list), part(spec.test_list), *stats)
 
@@ -303,23 +402,60 @@ def load_fashion_mnist(root: str | Path | None = None, download: bool = False) -
 # ---------------------------------------------------------------- image folders
 
 
-def decode_file(path: Path) -> torch.Tensor:
-    """One image file as uint8 RGB CHW (torchvision's libjpeg-turbo/libpng decoders: about
-    4x faster than PIL on small JPEGs)."""
-    data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-    return decode_image(data, mode=ImageReadMode.RGB)
+def decode_file(path: Path, mode: ImageReadMode = ImageReadMode.RGB) -> torch.Tensor:
+    """One image file as uint8 CHW, RGB by default (torchvision's libjpeg-turbo/libpng
+    decoders: about 4x faster than PIL on small JPEGs). A file that cannot be read or decoded
+    is a one-line :class:`CfsError` naming it; an animated GIF gives its first frame."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        why = "is a symlink loop" if exc.errno == errno.ELOOP else f"cannot be read ({exc.strerror or _one_line(exc)})"
+        raise CfsError(f"image {path} {why}; fix or remove it") from None
+    if not raw:
+        raise CfsError(f"image {path} is empty (0 bytes); replace or remove it")
+    data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+    try:
+        img = decode_image(data, mode=mode)
+    except (RuntimeError, ValueError) as exc:
+        raise CfsError(f"cannot decode image {path} ({_one_line(exc)[:100]}); replace or remove it") from None
+    return img[0] if img.ndim == 4 else img
+
+
+def _entries(folder: Path, links: bool = False) -> list[Path]:
+    """The visible entries of ``folder``. ``links``: a symlink that loops or points nowhere is
+    an error naming it (a class folder would otherwise be skipped without a word)."""
+    try:
+        entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as exc:
+        raise CfsError(f"cannot list {folder}: {exc.strerror or _one_line(exc)}") from None
+    for p in entries if links else ():
+        if p.is_symlink() and not p.exists():
+            try:
+                p.stat()
+            except OSError as exc:
+                why = "is a symlink loop" if exc.errno == errno.ELOOP else "is a broken symlink"
+                raise CfsError(f"{p} {why}; fix or remove it") from None
+    return entries
+
+
+def _class_names(folder: Path) -> list[str]:
+    """The class folders of ``folder`` (sorted names, hidden ones left out)."""
+    return [p.name for p in _entries(folder, links=True) if p.is_dir()]
 
 
 def _image_files(folder: Path, class_names: list[str]) -> tuple[list[Path], list[int]]:
+    """Every class's image files; a class folder that is missing or holds no images is an
+    error naming it (it would be an experience with nothing to learn or nothing to score)."""
     paths, labels = [], []
     for label, cls in enumerate(class_names):
         class_dir = folder / cls
         if not class_dir.is_dir():
-            continue
-        files = sorted(
-            p for p in class_dir.iterdir()
-            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-        )
+            raise CfsError(f"class {cls!r} has no folder {class_dir}: every class needs train and test "
+                           f"images (add them, or remove the class from both parts)")
+        files = [p for p in _entries(class_dir) if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not files:
+            raise CfsError(f"class folder {class_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                           f"add images or remove the folder")
         paths += files
         labels += [label] * len(files)
     return paths, labels
@@ -356,10 +492,16 @@ def _decode_imagefolder(
     (as torchvision's ImageFolder does), and test classes must be among them. ``stats`` are
     the published mean/std of a known data set; without them they come from the train part."""
     train_dir, test_dir = folder / "train", folder / "test"
-    class_names = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
-    extra = sorted({p.name for p in test_dir.iterdir() if p.is_dir()} - set(class_names))
-    if extra:
-        raise CfsError(f"{test_dir} has classes missing from {train_dir}: {', '.join(extra)}")
+    class_names = _class_names(train_dir)
+    test_names = _class_names(test_dir)
+    for here, there, names in ((test_dir, train_dir, set(test_names) - set(class_names)),
+                               (train_dir, test_dir, set(class_names) - set(test_names))):
+        if names:
+            shown = ", ".join(sorted(names)[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            raise CfsError(f"{here} has classes missing from {there}: {shown}; every class needs "
+                           f"train and test images (add them, or remove the class)")
+    if not class_names:
+        raise CfsError(f"no class folders in {train_dir}; put images in {train_dir}/<class>/")
     train = _decode_part(train_dir, class_names, image_size)
     test = _decode_part(test_dir, class_names, image_size)
     if train.x.shape[1:] != test.x.shape[1:]:
