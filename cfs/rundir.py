@@ -164,12 +164,12 @@ class RunFolder:
         write_json(self.path / "run.json", info)
 
 
-def describe_environment() -> dict[str, Any]:
+def describe_environment(config: Any = None) -> dict[str, Any]:
     """What a run's numbers depend on beyond its config: threads and determinism settings."""
     import torch
 
-    return {"threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
-            "command": sys.argv[1:]}
+    deterministic = bool(getattr(config, "deterministic", False)) or torch.are_deterministic_algorithms_enabled()
+    return {"threads": torch.get_num_threads(), "deterministic": deterministic, "command": sys.argv[1:]}
 
 
 def plan_folders(specs: list[str], out: str | None, scenario: str, overwrite: bool = False,

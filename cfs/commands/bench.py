@@ -25,7 +25,8 @@ BENCH_KEYS = ("scenario", "strategies", "loggers", "epochs", "batch_size", "lr",
               "optimizer", "schedule", "momentum", "weight_decay", "data_root", "split", "class_order_seed", "max_train_per_class",
               "weights", "memory_format", "download", "amp", "pretrained", "out", "meta_iterations", "meta_batch", "val_interval",
               "val_episodes", "test_episodes", "n_way", "k_shot", "q_query", "train_n_way",
-              "checkpoint_epochs", "checkpoint_minutes", "on_nan")
+              "checkpoint_epochs", "checkpoint_minutes", "checkpoint_min_seconds", "on_nan",
+              "deterministic")
 
 
 def add_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
@@ -124,6 +125,11 @@ def add_fault_flags(bench: argparse.ArgumentParser) -> None:
                        help="also checkpoint every N epochs (default: 0, only at experience boundaries and by time)")
     bench.add_argument("--checkpoint-minutes", type=float, default=None,
                        help="also checkpoint when this many minutes have passed (default: 10; 0 turns it off)")
+    bench.add_argument("--checkpoint-min-seconds", type=float, default=None,
+                       help="skip an experience-boundary or validation checkpoint when the last one is younger "
+                            "(default: 5; 0 checkpoints at every boundary)")
+    bench.add_argument("--deterministic", action="store_true", default=None,
+                       help="use torch's deterministic algorithms (slower on GPU; recorded in run.json; default: off)")
     bench.add_argument("--on-nan", choices=("stop", "skip-batch"), default=None,
                        help="a non-finite loss stops the run with one line, or skips that batch (default: stop)")
 
@@ -197,6 +203,15 @@ def resume_config(args: argparse.Namespace, pm: CfsPluginManager, folder: Path) 
     return resolve(values), changed
 
 
+def headline(data: dict[str, Any]) -> str:
+    """The number a finished run is known by, printed as soon as it finishes."""
+    summary = data.get("summary") or {}
+    for key, label in (("last_accuracy", "final accuracy"), ("accuracy", "accuracy")):
+        if isinstance(summary.get(key), (int, float)):
+            return f"{label} {100 * summary[key]:.1f}%, "
+    return ""
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import time
@@ -222,7 +237,8 @@ def run(args: argparse.Namespace) -> int:
     folders = plan_folders([spec for spec, _ in plan], cfg.out, cfg.scenario,
                            overwrite=bool(getattr(args, "overwrite", False)), resume=resume)
     scenario, kind = build_scenario(factory, cfg, pm.kinds, kind)  # data errors: still nothing written
-    policy = CheckpointPolicy(epochs=cfg.checkpoint_epochs, minutes=cfg.checkpoint_minutes)
+    policy = CheckpointPolicy(epochs=cfg.checkpoint_epochs, minutes=cfg.checkpoint_minutes,
+                              min_seconds=cfg.checkpoint_min_seconds)
     lock_folders(folders, resume=resume is not None)
     try:
         if len(plan) > 1 and resume is None and cfg.out:
@@ -242,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
             if resume is not None and checkpoint is None:
                 folder.clear_own()  # killed before its first checkpoint: start it again
             info = {"versions": versions(), "seed": cfg.seed, "strategy": spec, "scenario": cfg.scenario,
-                    "plugins": plugins, **describe_environment()}
+                    "plugins": plugins, **describe_environment(cfg)}
             folder.start(info, cfg.to_dict(), resumed={"at": time.time(), **changed} if resume is not None else None)
             try:
                 result = run_strategy(pm, cfg, spec, scenario, progress=not args.no_progress, strategies=strategies,
@@ -258,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
             data = write_run(result, folder.path, plugins, kind=kind, loggers=loggers)
             checkpointer.clear()
             rows.append(data)
-            print(f"{spec}: results in {folder.path}", file=sys.stderr)
+            print(f"{spec}: {headline(data)}results in {folder.path}", file=sys.stderr)
     finally:
         for folder in folders.values():
             folder.release()

@@ -6,7 +6,8 @@ composed strategy's ``state_dict()``, every random number generator (torch CPU a
 numpy, Python, the run's generator), the metrics and timings so far and the loop position.
 Files are written to a temporary name, fsynced and renamed, so a kill during a write leaves
 the previous checkpoint intact; the two newest are kept, and loading falls back to the older
-one when the newest is unreadable.
+one when the newest is unreadable. The payload is copied when a checkpoint is taken and
+written by a background thread, so training does not wait for the disk.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,24 @@ from cfs.errors import CfsError
 
 FORMAT = 1
 KEEP = 2
+
+
+def snapshot(obj: Any) -> Any:
+    """A copy of ``obj`` whose tensors are CPU clones: training may go on mutating the originals
+    (optimizer moments, memories) while the copy is written."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        items = {k: snapshot(v) for k, v in obj.items()}
+        try:
+            return type(obj)(items)  # dict, OrderedDict, Counter (a scheduler's milestones)
+        except TypeError:
+            return items
+    if isinstance(obj, list):
+        return [snapshot(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(snapshot(v) for v in obj)
+    return obj
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -53,12 +73,14 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
 
 @dataclass
 class CheckpointPolicy:
-    """When a loop writes a checkpoint besides every experience boundary (continual) or
-    validation (episodic): every ``epochs`` epochs and whenever ``minutes`` have passed since
-    the last one (0 turns either off)."""
+    """When a loop writes a checkpoint: at every experience boundary (continual) or validation
+    (episodic) unless the last checkpoint is younger than ``min_seconds`` (a run of seconds is
+    cheaper to redo than to checkpoint five times), every ``epochs`` epochs, and whenever
+    ``minutes`` have passed since the last one (0 turns any of them off)."""
 
     epochs: int = 0
     minutes: float = 10.0
+    min_seconds: float = 5.0
 
 
 class Checkpointer:
@@ -69,6 +91,14 @@ class Checkpointer:
         self.policy = policy or CheckpointPolicy()
         self.last_write = time.monotonic()
         self.count = 0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cfs-checkpoint")
+        self._pending: Future | None = None
+
+    def wait(self) -> None:
+        """Block until the checkpoint being written is on disk (its errors surface here)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
     def due(self, epochs_done: int) -> bool:
         """Whether an epoch-level checkpoint is due after ``epochs_done`` epochs of an experience."""
@@ -77,35 +107,47 @@ class Checkpointer:
             return True
         return self.due_by_time()
 
+    def due_at_boundary(self) -> bool:
+        """Whether to checkpoint at an experience boundary or a validation."""
+        p = self.policy
+        return not p.min_seconds or time.monotonic() - self.last_write >= p.min_seconds
+
     def due_by_time(self) -> bool:
         """Whether the policy's minutes have passed since the last checkpoint."""
         p = self.policy
         return bool(p.minutes) and time.monotonic() - self.last_write >= 60 * p.minutes
 
-    def files(self) -> list[Path]:
+    def files(self, wait: bool = True) -> list[Path]:
         """Existing checkpoints, newest first."""
+        if wait:
+            self.wait()
         if not self.folder.is_dir():
             return []
         found = [p for p in self.folder.glob("ckpt-*.pt") if p.stem[5:].isdigit()]
         return sorted(found, key=lambda p: int(p.stem[5:]), reverse=True)
 
-    def write(self, payload: dict[str, Any]) -> Path:
-        """Write ``payload`` atomically as the newest checkpoint; keep the :data:`KEEP` newest."""
+    def write(self, payload: dict[str, Any]) -> None:
+        """Take a checkpoint of ``payload`` now (a copy) and write it in the background as the
+        newest file, atomically; the :data:`KEEP` newest are kept."""
+        copy = snapshot({"format": FORMAT, **payload})
+        self.wait()  # one write at a time, in order
+        self.last_write = time.monotonic()
+        self.count += 1
+        self._pending = self._writer.submit(self._write, copy)
+
+    def _write(self, payload: dict[str, Any]) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        existing = self.files()
+        existing = self.files(wait=False)
         number = int(existing[0].stem[5:]) + 1 if existing else 1
         path = self.folder / f"ckpt-{number:06d}.pt"
         tmp = self.folder / f".{path.name}.tmp"
         with open(tmp, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
+            torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(self.folder)
+        os.replace(tmp, path)  # the file's content is on disk before the name points at it
         for old in existing[KEEP - 1:]:
             old.unlink(missing_ok=True)
-        self.last_write = time.monotonic()
-        self.count += 1
         return path
 
     def latest(self) -> dict[str, Any] | None:
@@ -136,15 +178,3 @@ class Checkpointer:
         if self.folder.is_dir() and not any(self.folder.iterdir()):
             self.folder.rmdir()
 
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

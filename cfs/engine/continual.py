@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from cfs.engine.batch import Batch
 from cfs.engine.resume import continual_payload, restore_continual, restore_optimisation
 from cfs.engine.devices import autocast
 from cfs.engine.hooks import ActiveHooks
+from cfs.engine.progress import Progress
 from cfs.engine.state import RunState
 from cfs.engine.step import OptimStep, check_parameters
 from cfs.scenarios.base import Experience
@@ -49,6 +49,7 @@ class ContinualLoop:
         self.hooks = ActiveHooks(state.hooks)
         self.timings = Timings()
         self.progress = progress
+        self.bars = Progress(progress)
         self.step = OptimStep(state, self.hooks)
         self._test = self._stack_test(state.scenario.experiences)
 
@@ -73,14 +74,19 @@ class ContinualLoop:
         else:
             s.results.initial, s.results.initial_losses = self.evaluate(record=False)
         exps = s.scenario.experiences
-        for exp in tqdm(exps[start:], desc="experiences", disable=not self.progress, leave=False):
+        for exp in self.bars.bar(exps[start:], desc="experiences", unit="exp"):
             t0 = time.perf_counter()
             self.train_experience(exp, resume_epoch=mid_epoch if exp.index == start else None)
             self.timings.train_seconds.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            self.evaluate(record=True)
+            acc, _ = self.evaluate(record=True)
             self.timings.eval_seconds.append(time.perf_counter() - t0)
-            if s.checkpointer is not None:
+            seen = [a for a, e in zip(acc, exps) if e.index <= exp.index]
+            sizes = s.results.test_sizes[: len(seen)]
+            mean = sum(a * n for a, n in zip(seen, sizes)) / max(sum(sizes), 1)
+            self.bars.note(f"experience {exp.index}: accuracy on the classes seen so far {100 * mean:.1f}%, "
+                           f"train {self.timings.train_seconds[-1]:.1f}s, eval {self.timings.eval_seconds[-1]:.1f}s")
+            if s.checkpointer is not None and exp.index + 1 < len(exps) and s.checkpointer.due_at_boundary():
                 s.checkpointer.write(continual_payload(self, exp.index + 1, None))
         h.cfs_after_run(state=s)
         return s
@@ -111,8 +117,7 @@ class ContinualLoop:
         self.step.build(cfg.epochs)
         if start:
             restore_optimisation(self, s.resume)
-        for epoch in tqdm(range(start, cfg.epochs), desc=f"exp {s.experience_index} epochs", disable=not self.progress,
-                          leave=False):
+        for epoch in self.bars.bar(range(start, cfg.epochs), desc=f"exp {s.experience_index} epochs", unit="epoch"):
             s.epoch = epoch
             t0 = time.perf_counter()
             h.cfs_before_epoch(state=s)
@@ -144,6 +149,7 @@ class ContinualLoop:
         sizes: list[int] = []
         outputs: list[torch.Tensor] = []
         targets: list[torch.Tensor] = []
+        bar = self.bars.batches(n, f"exp {s.experience_index} epoch {s.epoch + 1}/{s.config.epochs}")
         for start in range(0, n, bs):
             s.step_in_epoch = start // bs
             idx = order[start : start + bs]
@@ -170,6 +176,12 @@ class ContinualLoop:
             sizes.append(batch.n_drawn)
             h.cfs_after_batch(state=s)
             s.iteration += 1
+            if bar is not None:
+                bar.update(batch.n_drawn)
+                if s.step_in_epoch % 10 == 0:
+                    bar.set_postfix(loss=f"{float(losses[-1]):.3f}", refresh=False)
+        if bar is not None:
+            bar.close()
         loss_sum, correct, counted = self._epoch_statistics(losses, sizes, outputs, targets)
         return loss_sum, correct, n, counted
 
@@ -213,7 +225,7 @@ class ContinualLoop:
         h.cfs_before_eval(state=s)
         s.model.eval()
         preds, losses = [], []
-        for start in range(0, len(y), s.config.eval_batch_size):
+        for start in self.bars.bar(range(0, len(y), s.config.eval_batch_size), desc="evaluation", unit="batch"):
             xb = s.prepare(x[start : start + s.config.eval_batch_size])
             yb = y[start : start + s.config.eval_batch_size]
             if s.n_seen == 0:  # nothing learnt yet: no class can be predicted

@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from cfs.engine.continual import Timings
 from cfs.engine.hooks import ActiveHooks
+from cfs.engine.progress import Progress
 from cfs.engine.resume import episodic_payload, restore_episodic
 from cfs.engine.state import RunState
 from cfs.engine.step import OptimStep
@@ -51,6 +51,7 @@ class EpisodicLoop:
             raise CfsError(f"scenario {state.scenario.name!r} has no episodic setup")
         self.state, self.hooks, self.progress = state, ActiveHooks(state.hooks), progress
         self.step = OptimStep(state, self.hooks)
+        self.bars = Progress(progress)
         self.setup = setup
         self.timings = Timings()
         pool = setup.data.to(state.device)
@@ -102,8 +103,7 @@ class EpisodicLoop:
             best_acc, loss_sum, n_loss = acc["best_acc"], acc["loss_sum"].to(s.device), acc["n_loss"]
             t0 -= acc["seconds"]
         log_every = max(1, min(cfg.val_interval, 100))
-        for it in tqdm(range(first, cfg.meta_iterations), desc="meta-iterations", disable=not self.progress,
-                       leave=False):
+        for it in self.bars.bar(range(first, cfg.meta_iterations), desc="meta-iterations", unit="it"):
             s.iteration = it
             s.model.train()
             support, query = sampler.sample_indices(cfg.meta_batch, s.generator)
@@ -127,7 +127,7 @@ class EpisodicLoop:
                 validated = True
             else:
                 validated = False
-            if s.checkpointer is not None and done < cfg.meta_iterations and (validated or s.checkpointer.due_by_time()):
+            if s.checkpointer is not None and done < cfg.meta_iterations and ((validated and s.checkpointer.due_at_boundary()) or s.checkpointer.due_by_time()):
                 acc = {"best_acc": best_acc, "loss_sum": loss_sum.detach().cpu(), "n_loss": n_loss,
                        "seconds": time.perf_counter() - t0}
                 s.checkpointer.write(episodic_payload(self, done, best, acc))
@@ -161,7 +161,7 @@ class EpisodicLoop:
         chunk = max(1, s.config.meta_batch)
         s.model.eval()
         accs = []
-        for start in range(0, n_episodes, chunk):
+        for start in self.bars.bar(range(0, n_episodes, chunk), desc=f"{split} episodes", unit="chunk"):
             tasks = sampler.batch(support[start : start + chunk], query[start : start + chunk], s.transform, s.device)
             accs.append(self.episode_accuracy(tasks).cpu())
         s.model.train()

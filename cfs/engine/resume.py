@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def _cpu(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().cpu().clone()
+    return t.detach().cpu()  # Checkpointer.write copies the whole payload
 
 
 def model_payload(state: "RunState") -> dict[str, Any]:

@@ -89,6 +89,21 @@ def run_strategy(pm: CfsPluginManager, cfg: RunConfig, spec: str, scenario: Scen
         check_compatible(classes, scenario.kind, scenario.name)
         strategies = make_strategies(classes, cfg)
     device = resolve_device(cfg.device)
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    if getattr(cfg, "deterministic", False):
+        import os
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
+        torch.use_deterministic_algorithms(True)
+    try:
+        return _run(pm, cfg, spec, scenario, progress, strategies, checkpointer, resume, device)
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def _run(pm: CfsPluginManager, cfg: RunConfig, spec: str, scenario: Scenario, progress: bool,
+         strategies: list[Strategy], checkpointer: Any, resume: dict[str, Any] | None,
+         device: torch.device) -> RunResult:
     generator = seed_everything(cfg.seed)
     model = build_model(pm, cfg, scenario).to(device)
     kind = pm.kinds.get(scenario.kind)  # a cfs.kinds.ScenarioKind: its loop, its memory format
