@@ -38,7 +38,12 @@ def build_parser(pm: CfsPluginManager) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for entry in pm.commands.entries():
         entry.obj.add_parser(sub, parent)
+    parser.error = _one_line  # unknown flags and commands: one line, exit 2, like every user error
     return parser
+
+
+def _one_line(message: str) -> None:
+    raise CfsError(f"{' '.join(message.split())} (see cfs --help)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

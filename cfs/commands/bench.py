@@ -108,6 +108,7 @@ def add_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
                        help="console, jsonl, tensorboard or a plugin's (see `cfs list`); repeat for several "
                             "(default: console)")
 
+
 def _usage_error(message: str) -> None:
     """argparse's error (usage text plus a message) as the one-line :class:`CfsError`."""
     raise CfsError(f"{' '.join(message.split())} (see cfs bench --help)")

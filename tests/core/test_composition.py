@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -46,7 +47,8 @@ def class_incremental(pm) -> list[str]:
 def fingerprint(result) -> tuple:
     """Every number a run produced: accuracy matrix, per-experience losses, epoch logs."""
     r = result.state.results
-    epochs = [(e.experience, e.epoch, e.loss, e.accuracy) for e in result.timings.epochs]
+    epochs = [(e.experience, e.epoch, e.loss, None if math.isnan(e.accuracy) else e.accuracy)  # nan != nan
+              for e in result.timings.epochs]
     return r.rows, r.losses, r.initial, epochs, result.state.results.last_predictions.tolist()
 
 

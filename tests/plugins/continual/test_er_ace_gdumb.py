@@ -23,6 +23,7 @@ from cfs.models.reset import InitialWeights
 from cfs.plugins import get_plugin_manager
 from cfs_plugins.er_ace import ErAce
 from cfs_plugins.gdumb import GDumb
+from test_state_round_trip import round_trip
 
 
 # --------------------------------------------------------------------------- learning
@@ -226,15 +227,6 @@ def test_initial_weights_refuse_a_changed_shape():
 
 
 # --------------------------------------------------------------------------- state and options
-
-
-def round_trip(strategy):
-    buf = io.BytesIO()
-    torch.save(strategy.state_dict(), buf)
-    buf.seek(0)
-    fresh = type(strategy)(strategy.options)
-    fresh.load_state_dict(torch.load(buf, weights_only=True))
-    return fresh
 
 
 def test_er_ace_buffer_round_trips(digits):

@@ -18,7 +18,7 @@ from cfs.engine.batch import Batch
 from cfs.strategy import Strategy
 
 FAST = {"pckd": {"pckd": {"views": 2}}}
-STATEFUL = ["replay", "icarl", "derpp", "lwf", "ewc", "kd", "clkd", "nckd", "trg", "pckd"]
+STATEFUL = ["replay", "icarl", "derpp", "er-ace", "gdumb", "lwf", "ewc", "kd", "clkd", "nckd", "trg", "pckd"]
 
 
 def same(a: Any, b: Any) -> bool:
