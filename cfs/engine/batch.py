@@ -30,7 +30,7 @@ class Segment:
     targets: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Batch:
     """``x`` (normalised, augmented, on the device) and ``y`` of every row, with provenance.
 
@@ -44,9 +44,10 @@ class Batch:
     index: torch.Tensor | None = None
     drawn_replayed: torch.Tensor | None = None
     segments: list[Segment] = field(default_factory=list)
+    n_drawn: int = field(init=False)
 
     def __post_init__(self) -> None:
-        self.n_drawn = len(self.y)
+        self.n_drawn = self.y.shape[0]
 
     # tuple compatibility: ``x, y = state.batch`` and ``state.batch[1]``
     def __iter__(self):
@@ -61,7 +62,7 @@ class Batch:
     @property
     def size(self) -> int:
         """Number of rows, drawn and appended."""
-        return len(self.y)
+        return self.y.shape[0]
 
     @property
     def replayed(self) -> torch.Tensor:

@@ -129,7 +129,7 @@ class ContinualLoop:
             self.timings.epochs.append(
                 EpochLog(s.experience_index, epoch, float(loss_sum) / max(seen, 1), accuracy, time.perf_counter() - t0)
             )
-            check_parameters(s)
+            check_parameters(s, self.step.params)
             done = epoch + 1
             if s.checkpointer is not None and done < cfg.epochs and s.checkpointer.due(done):
                 s.checkpointer.write(continual_payload(self, s.experience_index, done))
@@ -150,11 +150,12 @@ class ContinualLoop:
         outputs: list[torch.Tensor] = []
         targets: list[torch.Tensor] = []
         bar = self.bars.batches(n, f"exp {s.experience_index} epoch {s.epoch + 1}/{s.config.epochs}")
+        prepare, xs, ys, step, forward_loss = s.prepare, data.x, data.y, self.step, self._forward_loss
         for start in range(0, n, bs):
             s.step_in_epoch = start // bs
             idx = order[start : start + bs]
-            s.batch = Batch(s.prepare(data.x[idx], train=True), data.y[idx], index=idx,
-                            drawn_replayed=(idx >= s.n_incoming_rows) if joined else None)
+            s.batch = Batch(prepare(xs[idx], train=True), ys[idx], idx,
+                            (idx >= s.n_incoming_rows) if joined else None)
             s.outputs = None
             h.cfs_before_batch(state=s)
             if not isinstance(s.batch, Batch):
@@ -162,9 +163,9 @@ class ContinualLoop:
                                 "with state.batch.append_replayed(x, y, source)")
             loss = h.cfs_training_step(state=s)
             if loss is None:
-                loss = self.step(self._forward_loss)
+                loss = step(forward_loss)
             batch = s.batch
-            if s.outputs is not None and len(s.outputs) == batch.size:  # a replaced step may set it
+            if s.outputs is not None and s.outputs.shape[0] == batch.size:  # a replaced step may set it
                 if joined or batch.segments:
                     keep = batch.incoming
                     outputs.append(s.outputs.detach()[keep])
@@ -172,7 +173,7 @@ class ContinualLoop:
                 else:
                     outputs.append(s.outputs.detach())
                     targets.append(batch.y)
-            losses.append(loss.detach() if torch.is_tensor(loss) else torch.tensor(float(loss)))
+            losses.append(loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss), device=s.device))
             sizes.append(batch.n_drawn)
             h.cfs_after_batch(state=s)
             s.iteration += 1
@@ -192,7 +193,7 @@ class ContinualLoop:
         ops: with few batches per epoch, per-element reductions cost as much as a step."""
         if not losses:
             return 0.0, 0.0, 0
-        stacked = torch.stack([t.reshape(()).to(losses[0].device) for t in losses]).float()
+        stacked = torch.stack([t.reshape(()) for t in losses]).float()
         weights = torch.tensor(sizes, dtype=torch.float32, device=stacked.device)
         loss_sum = float(torch.dot(stacked, weights))
         correct, counted = 0.0, 0
@@ -209,11 +210,11 @@ class ContinualLoop:
         """Forward all rows of the batch; the base loss (``cfs_base_loss`` or cross-entropy over
         all seen classes). The shared step adds the ``cfs_loss`` terms."""
         s, h = self.state, self.hooks
-        x, y = s.batch
-        s.features, s.outputs = s.model.forward_all(x)
+        batch = s.batch
+        s.features, s.outputs = s.model.forward_all(batch.x)
         h.cfs_after_forward(state=s)
         base = h.cfs_base_loss(state=s)
-        return F.cross_entropy(s.outputs, y) if base is None else base
+        return F.cross_entropy(s.outputs, batch.y) if base is None else base
 
     # ----------------------------------------------------------------------------- evaluation
     @torch.no_grad()

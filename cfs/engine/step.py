@@ -34,10 +34,12 @@ def where(state: RunState) -> str:
             f"batch {state.step_in_epoch + 1}")
 
 
-def check_parameters(state: RunState) -> None:
+def check_parameters(state: RunState, params: list[torch.Tensor] | None = None) -> None:
     """Stop with :class:`NonFiniteError` when a weight is NaN or infinite (a gradient blew up
-    although the loss was finite). Called once per epoch: one sum per tensor, one sync."""
-    sums = [p.detach().float().sum() for p in state.model.parameters() if p.is_floating_point()]
+    although the loss was finite). Called once per epoch: one sum per tensor, one sync.
+    ``params``: the model's parameters when the caller has them listed already."""
+    params = list(state.model.parameters()) if params is None else params
+    sums = [p.detach().float().sum() for p in params if p.is_floating_point()]
     if sums and not math.isfinite(torch.stack(sums).sum().item()):  # NaN and inf propagate through sums
         raise NonFiniteError(f"non-finite weights after {where(state)}; lower --lr")
 
@@ -49,23 +51,29 @@ class OptimStep:
         self.state, self.hooks = state, hooks
         self.scaler = torch.amp.GradScaler("cuda", enabled=state.config.amp and state.device.type == "cuda")
         self.extra: list[torch.nn.Parameter] = []
+        self.params: list[torch.nn.Parameter] = []
 
     def build(self, schedule_length: int) -> None:
         """A fresh optimizer over the model and every strategy's extra parameters, and the LR
         schedule over ``schedule_length`` scheduler steps (epochs or meta-iterations)."""
         s = self.state
         self.extra = [p for ps in self.hooks.cfs_extra_parameters(state=s) for p in (ps or [])]
-        s.optimizer = build_optimizer(s.config, list(s.model.parameters()) + self.extra)
+        self.params = list(s.model.parameters())
+        s.optimizer = build_optimizer(s.config, self.params + self.extra)
         s.scheduler = build_scheduler(s.config, s.optimizer, schedule_length)
 
     def total_loss(self, base: Callable[[], torch.Tensor]) -> torch.Tensor:
         """``base()`` plus every ``cfs_loss`` term, under autocast when mixed precision is on."""
-        s, h = self.state, self.hooks
-        with autocast(s.device, s.config.amp):
-            loss = base()
-            for term in h.cfs_loss(state=s):
-                if term is not None:
-                    loss = loss + term
+        if self.state.config.amp:
+            with autocast(self.state.device, True):
+                return self._sum(base)
+        return self._sum(base)  # no context manager on the hot path when it would do nothing
+
+    def _sum(self, base: Callable[[], torch.Tensor]) -> torch.Tensor:
+        loss = base()
+        for term in self.hooks.cfs_loss(state=self.state):
+            if term is not None:
+                loss = loss + term
         return loss
 
     def __call__(self, base: Callable[[], torch.Tensor]) -> torch.Tensor:

@@ -17,7 +17,6 @@ import platform
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,7 +27,7 @@ from cfs.engine.runner import RunResult
 from cfs.evaluation.loggers import Logger, select_loggers, write_logs
 from cfs.errors import CfsError
 from cfs.kinds import ScenarioKind, default_manager, kind_for
-from cfs.rundir import default_run_dir, describe_environment, read_json, write_json  # noqa: F401 (default_run_dir: public)
+from cfs.rundir import describe_environment, read_json, write_json
 
 
 def versions() -> dict[str, str]:

@@ -17,6 +17,7 @@ from cfs.losses.pckd import (PCKDHeads, category_contrastive_loss, feature_align
 from cfs.losses.trg import align_tokens, contextual_loss, graph_loss, node_loss, trg_loss
 
 __all__ = [
+    "er_ace_loss",
     "ClassMeanEMA",
     "PCKDHeads",
     "align_tokens",
