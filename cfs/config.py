@@ -45,6 +45,8 @@ class RunConfig:
     split: str | None = None
     class_order_seed: int | None = None
     max_train_per_class: int | None = None
+    image_size: int | None = None  # decode image-file data sets at N x N
+    eval_seen_only: bool = False  # evaluate only the experiences trained so far (quick runs)
     pretrained: bool = False
     weights: str | None = None
     out: str | None = None
@@ -82,7 +84,7 @@ CHOICES = {
 POSITIVE = ("epochs", "batch_size", "eval_batch_size", "meta_iterations", "meta_batch", "val_interval", "val_episodes",
             "test_episodes")
 # ``None`` means "not set" (no limit, the protocol's episode shape); a set value is at least 1
-AT_LEAST_ONE_OR_NONE = ("max_train_per_class", "n_way", "k_shot", "q_query", "train_n_way")
+AT_LEAST_ONE_OR_NONE = ("max_train_per_class", "image_size", "n_way", "k_shot", "q_query", "train_n_way")
 
 
 FLOAT32_MAX = 3.4028234663852886e38

@@ -25,7 +25,7 @@ BENCH_KEYS = ("scenario", "strategies", "loggers", "epochs", "batch_size", "lr",
               "optimizer", "schedule", "momentum", "weight_decay", "data_root", "split", "class_order_seed", "max_train_per_class",
               "weights", "memory_format", "download", "amp", "pretrained", "out", "meta_iterations", "meta_batch", "val_interval",
               "val_episodes", "test_episodes", "n_way", "k_shot", "q_query", "train_n_way",
-              "checkpoint_epochs", "checkpoint_minutes", "checkpoint_min_seconds", "on_nan",
+              "image_size", "eval_seen_only", "checkpoint_epochs", "checkpoint_minutes", "checkpoint_min_seconds", "on_nan",
               "deterministic")
 
 
@@ -76,6 +76,8 @@ def add_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
         ("split", str, "class split: a number of experiences or B<base>-Inc<k>, e.g. B50-Inc10"),
         ("class-order-seed", int, "seed of the class order (PyCIL's np.random.seed(1993) permutation)"),
         ("max-train-per-class", int, "keep at most N training images per class, for quick runs (default: all)"),
+        ("image-size", int, "decode image-file data sets (image folders, Omniglot, mini-ImageNet) at N x N "
+                            "(default: the data set's own size)"),
         ("memory-format", str, f"{'|'.join(CHOICES['memory_format'])}; auto is channels-last for conv nets on CPU"),
         ("weights", str, "local checkpoint to load into the backbone (default: none)"),
         ("meta-iterations", int, "few-shot: meta-training iterations"),
@@ -129,6 +131,9 @@ def add_fault_flags(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--checkpoint-min-seconds", type=float, default=None,
                        help="skip an experience-boundary or validation checkpoint when the last one is younger "
                             "(default: 5; 0 checkpoints at every boundary)")
+    bench.add_argument("--eval-seen-only", action="store_true", default=None,
+                       help="evaluate only the experiences trained so far, for quick runs (unseen ones and forward "
+                            "transfer read blank; default: every experience after every step)")
     bench.add_argument("--deterministic", action="store_true", default=None,
                        help="use torch's deterministic algorithms (slower on GPU; recorded in run.json; default: off)")
     bench.add_argument("--on-nan", choices=("stop", "skip-batch"), default=None,

@@ -220,9 +220,19 @@ class ContinualLoop:
     @torch.no_grad()
     def evaluate(self, record: bool = True) -> tuple[list[float], list[float]]:
         """Accuracy and loss on every experience's test data; appended to the matrix when
-        ``record`` (the initial, untrained row is kept apart for forward transfer)."""
+        ``record`` (the initial, untrained row is kept apart for forward transfer). With
+        ``eval_seen_only`` only the experiences trained so far are evaluated; the others read
+        NaN (not measured), and so do the metrics that need them (forward transfer)."""
         s, h = self.state, self.hooks
         x, y, owner = self._test
+        n_exp = len(s.scenario.experiences)
+        if getattr(s.config, "eval_seen_only", False):
+            upto = s.experience_index + 1 if record else 0
+            keep = sum(s.results.test_sizes[:upto])
+            x, y, owner = x[:keep], y[:keep], owner[:keep]  # test data are stacked in experience order
+            if not keep:
+                nan = [float("nan")] * n_exp
+                return nan, list(nan)
         h.cfs_before_eval(state=s)
         s.model.eval()
         preds, losses = [], []
@@ -239,10 +249,14 @@ class ContinualLoop:
             losses.append(F.cross_entropy(scores, yb.clamp(max=s.n_seen - 1), reduction="none"))
         pred, loss = torch.cat(preds), torch.cat(losses)
         hit = (pred == y).float()
-        n_exp = len(s.scenario.experiences)
-        count = torch.bincount(owner, minlength=n_exp).clamp(min=1).float()
-        acc = (torch.bincount(owner, weights=hit, minlength=n_exp) / count).tolist()
-        mean_loss = (torch.bincount(owner, weights=loss, minlength=n_exp) / count).tolist()
+        present = torch.bincount(owner, minlength=n_exp)
+        count = present.clamp(min=1).float()
+        acc = torch.bincount(owner, weights=hit, minlength=n_exp) / count
+        mean_loss = torch.bincount(owner, weights=loss, minlength=n_exp) / count
+        if len(y) < len(self._test[1]):  # experiences not evaluated: NaN, not 0
+            missing = present == 0
+            acc, mean_loss = acc.masked_fill(missing, float("nan")), mean_loss.masked_fill(missing, float("nan"))
+        acc, mean_loss = acc.tolist(), mean_loss.tolist()
         if record:
             s.results.rows.append(acc)
             s.results.losses.append(mean_loss)

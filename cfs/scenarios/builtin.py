@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from cfs import hookimpl
-from cfs.data import load_dataset
+from cfs.data import dataset_options, load_dataset
 from cfs.data.arrays import ArrayDataset, DataSplit
 from cfs.data.transforms import BatchTransform
 from cfs.errors import CfsError
@@ -73,6 +73,12 @@ class ProtocolScenario:
         if limit and not kind.max_train_per_class:
             raise CfsError(f"--max-train-per-class does not apply to {self.kind} scenarios such as {self.name!r}")
         options = dict(self.spec.get("dataset_options") or {})
+        size = getattr(cfg, "image_size", None)
+        if size is not None:
+            if "image_size" not in dataset_options(self.spec["dataset"]):
+                raise CfsError(f"--image-size applies to data sets decoded from image files (image folders, "
+                               f"Omniglot, mini-ImageNet); {self.spec['dataset']!r} of {self.name!r} has a fixed size")
+            options["image_size"] = size
         data = load_dataset(self.spec["dataset"], root=getattr(cfg, "data_root", None),
                             download=bool(getattr(cfg, "download", False)), **options)
         if limit:
