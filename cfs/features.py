@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from tqdm.auto import tqdm
 from torch import nn
 
 from cfs.data.cache import cache_dir
@@ -74,7 +75,9 @@ def compute_features(backbone: nn.Module, transform: Callable, x: torch.Tensor, 
     was_training = backbone.training
     backbone.eval()
     try:
-        out = [backbone(transform(x[i : i + chunk].to(device), train=False)).float() for i in range(0, len(x), chunk)]
+        steps = tqdm(range(0, len(x), chunk), desc=f"extracting features ({len(x)} images)", unit="batch",
+                     leave=False, disable=None)
+        out = [backbone(transform(x[i : i + chunk].to(device), train=False)).float() for i in steps]
     finally:
         backbone.train(was_training)
     return torch.cat(out) if out else torch.empty(0)

@@ -22,6 +22,7 @@ from typing import Sequence
 import torch
 from torchvision.io import ImageReadMode
 from torchvision.transforms.v2 import functional as TF
+from tqdm.auto import tqdm
 
 from cfs.data.arrays import ArrayDataset, DataSplit
 from cfs.data.cache import cached_split
@@ -74,7 +75,8 @@ def _decode(path: Path, mode: ImageReadMode, image_size: int | None) -> torch.Te
 def _decode_all(paths: list[Path], mode: ImageReadMode, image_size: int | None) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", _TV_DECODER_DEPRECATION, DeprecationWarning)
-        images = [_decode(p, mode, image_size) for p in paths]
+        images = [_decode(p, mode, image_size) for p in tqdm(paths, desc=f"decoding ({len(paths)} files)",
+                                                             unit="img", leave=False, disable=None)]
     sizes = {tuple(i.shape[1:]) for i in images}
     if len(sizes) > 1:
         raise CfsError(f"images differ in size ({sorted(sizes)[:3]}); pass the loader option image_size=N")

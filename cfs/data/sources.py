@@ -29,6 +29,7 @@ import torch
 import torchvision
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
+from tqdm.auto import tqdm
 
 from cfs.data.arrays import ArrayDataset, DataSplit
 from cfs.data.cache import cached_split
@@ -470,7 +471,9 @@ def _decode_part(folder: Path, class_names: list[str], image_size: int | None) -
         # torchvision 0.29 deprecates its decoders in favour of torchcodec (not a dependency
         # here) and warns on every call; they are still about 3x faster than PIL.
         warnings.filterwarnings("ignore", _TV_DECODER_DEPRECATION, DeprecationWarning)
-        for path in paths:
+        # a bar for the first decode only (later runs read the cache); off when not a terminal
+        for path in tqdm(paths, desc=f"decoding {folder.name}/ ({len(paths)} files)", unit="img", leave=False,
+                         disable=None):
             img = decode_file(path)
             if image_size is not None and tuple(img.shape[1:]) != (image_size, image_size):
                 img = TF.resize(img, [image_size, image_size], antialias=True)
