@@ -27,3 +27,10 @@ def unknown(kind: str, name: str, choices: Iterable[str]) -> CfsError:
     if not hint:
         hint = f" (valid: {', '.join(choices)})" if choices else ""
     return CfsError(f"unknown {kind} {name!r}{hint}")
+
+
+def shown(value: object) -> str:
+    """``value`` as it may appear in a one-line message: as is when printable, else its repr
+    (a path holding a newline or another line separator must not split the error line)."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from cfs.engine.checkpoint import Checkpointer, CheckpointPolicy
-from cfs.errors import CfsError
+from cfs.errors import CfsError, shown
 
 #: Files and folders a run folder may hold that cfs wrote (kinds and loggers add result files,
 #: which are recognised by being listed in run.json's ``files``).
@@ -81,18 +81,18 @@ def default_run_dir(scenario: str, strategy: str, root: str | Path = "runs") -> 
 def check_out(path: Path, overwrite: bool, multi: bool) -> None:
     """Refuse an ``--out`` that cfs may not write into, before any work."""
     if path.is_symlink():
-        raise CfsError(f"--out {path} is a symbolic link; give a real folder")
+        raise CfsError(f"--out {shown(path)} is a symbolic link; give a real folder")
     if path.exists() and not path.is_dir():
-        raise CfsError(f"--out {path} is a file, not a folder")
+        raise CfsError(f"--out {shown(path)} is a file, not a folder")
     if not path.exists() or not any(path.iterdir()):
         return
     ours = is_runs_folder(path) if multi else is_run_folder(path)
     if not ours:
-        raise CfsError(f"--out {path} is not empty and not a cfs {'folder of runs' if multi else 'run folder'}; "
+        raise CfsError(f"--out {shown(path)} is not empty and not a cfs {'folder of runs' if multi else 'run folder'}; "
                        f"choose a new folder (cfs never deletes what it did not write)")
     if not overwrite:
-        raise CfsError(f"--out {path} already holds a cfs run; pass --overwrite to replace it, "
-                       f"or --resume {path} to continue it")
+        raise CfsError(f"--out {shown(path)} already holds a cfs run; pass --overwrite to replace it, "
+                       f"or --resume {shown(path)} to continue it")
 
 
 class RunFolder:
@@ -122,7 +122,7 @@ class RunFolder:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.close()
-            raise CfsError(f"{self.path} is being written by another cfs process; wait for it or choose "
+            raise CfsError(f"{shown(self.path)} is being written by another cfs process; wait for it or choose "
                            f"another --out") from None
         self._lock = handle
         return self

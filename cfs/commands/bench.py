@@ -13,7 +13,7 @@ from typing import Any
 
 from cfs.commands.base import plugin_manager
 from cfs.config import RunConfig, load_yaml, parse_option, resolve
-from cfs.errors import CfsError
+from cfs.errors import CfsError, shown
 from cfs.kinds import ScenarioKind, kind_for
 from cfs.plugins import CfsPluginManager
 from cfs.registry import Registry
@@ -190,7 +190,7 @@ def resume_config(args: argparse.Namespace, pm: CfsPluginManager, folder: Path) 
     is refused with one line. Returns the config and what the resumption changed."""
     recorded = folder / "config.yaml"
     if not recorded.is_file():
-        raise CfsError(f"--resume {folder}: no config.yaml there; it is not a folder written by cfs bench")
+        raise CfsError(f"--resume {shown(folder)}: no config.yaml there; it is not a folder written by cfs bench")
     given = [k for k in BENCH_KEYS if getattr(args, k, None) is not None and k not in RESUME_FLAGS]
     if args.option_args or args.config:
         given.append("-o" if args.option_args else "--config")
@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     resume = Path(args.resume) if getattr(args, "resume", None) else None
     if resume is not None:
         if not resume.is_dir():
-            raise CfsError(f"--resume {resume}: no such folder")
+            raise CfsError(f"--resume {shown(resume)}: no such folder")
         cfg, changed = resume_config(args, pm, resume)
     else:
         cfg, changed = bench_config(args, pm), {}

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cfs.errors import CfsError
+from cfs.errors import CfsError, shown
 
 FORMAT = 1
 KEEP = 2
@@ -166,7 +166,7 @@ class Checkpointer:
                 continue
             return data
         if errors:
-            raise CfsError(f"no readable checkpoint in {self.folder} ({'; '.join(errors)})")
+            raise CfsError(f"no readable checkpoint in {shown(self.folder)} ({'; '.join(errors)})")
         return None
 
     def clear(self) -> None:

@@ -27,7 +27,7 @@ from cfs.losses.clkd import clkd_loss
 from cfs.losses.kd import kd_loss
 from cfs.losses.nckd import ClassMeanEMA, centred_directions, class_means, nc3_logits, nckd_loss
 from cfs.losses.pckd import PCKDHeads, pckd_loss, rotated_views, view_features
-from cfs.losses.trg import align_tokens, trg_loss
+from cfs.losses.trg import TokenProjector, align_tokens, trg_loss
 
 if TYPE_CHECKING:  # pragma: no cover
     from cfs.registry import Registry
@@ -143,7 +143,10 @@ def nc3_accuracy(model: nn.Module, projector: nn.Module, data: Any, transform: A
 
 @dataclass(frozen=True)
 class TRGLoss:
-    """TRG (Zhang, Liu, He 2023): KD plus token-graph, contextual and node losses via a projector."""
+    """TRG (Zhang, Liu, He 2023): KD plus token-graph, contextual and node losses via a projector.
+
+    The student's tokens pass through METHODS.md 6.2's projector, a linear map to the teacher's
+    width followed by BatchNorm (:class:`cfs.losses.trg.TokenProjector`), before the token losses."""
 
     name: ClassVar[str] = "trg"
     T: float = 4.0
@@ -151,9 +154,12 @@ class TRGLoss:
     def build(self, teacher: nn.Module, student: nn.Module, data: Any, transform: Any,
               device: torch.device) -> Distillation:
         probe = torch.zeros(2, *data.input_shape, device=device)
+        was_training = student.training
+        student.eval()  # the probe must not touch the student's BatchNorm statistics
         with torch.no_grad():
             dims = student.tokens(probe).shape[-1], teacher.tokens(probe).shape[-1]
-        proj = nn.Linear(*dims).to(device)
+        student.train(was_training)
+        proj = TokenProjector(*dims).to(device)
         g = torch.Generator().manual_seed(0)
 
         def extra(x: torch.Tensor, y: torch.Tensor, f: torch.Tensor, z: torch.Tensor, e: int) -> torch.Tensor:

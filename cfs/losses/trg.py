@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def graph_loss(student: torch.Tensor, teacher: torch.Tensor, tau: float = 0.1) -> torch.Tensor:
@@ -34,23 +35,47 @@ def node_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 
 def contextual_loss(student: torch.Tensor, teacher: torch.Tensor, h: float = 0.5, eps: float = 1e-5) -> torch.Tensor:
-    """Contextual loss over (B, N, D) token sets: ``(1/B) sum_b -log CX_b``.
+    """Mechrez et al.'s contextual loss over (B, N, D) token sets: ``(1/B) sum_b -log CX_b``.
 
-    ``d_ij = 1 - cos(y_j - mu_X, x_i - mu_X)`` (x teacher, y student, mu_X the teacher mean),
-    ``d~_ij = d_ij / (min_k d_kj + eps)``, ``w_ij = exp((1 - d~_ij) / h)``,
-    ``CX_ij = w_ij / sum_k w_kj``, ``CX_b = (1/N) sum_j max_i CX_ij``.
+    With student tokens ``x_i`` (i indexes the student) and teacher tokens ``y_j`` (j indexes
+    the teacher) of one image, both centred by the teacher mean ``mu_Y`` (METHODS.md 6.2, axes
+    as corrected after review against Mechrez et al. 2018, Eq. 1-4; the official contextual-loss
+    code also centres by the target's mean, and uses ``h = 0.5``, ``eps = 1e-5``):
+
+    - ``d_ij = 1 - cos(x_i - mu_Y, y_j - mu_Y)``;
+    - ``d~_ij = d_ij / (min_k d_ik + eps)``: relative to student token i's closest teacher token;
+    - ``w_ij = exp((1 - d~_ij) / h)``; ``CX_ij = w_ij / sum_k w_ik`` (over the teacher index);
+    - ``CX_b = (1/N_Y) sum_j max_i CX_ij``: every teacher token looks for a student token that
+      matches it, so student tokens collapsed onto one teacher token leave the others unmatched
+      (``CX_b = 1/N``, loss ``log N``), and identical sets give ``CX_b = 1`` (loss 0).
+
+    Student and teacher may hold different numbers of tokens.
     """
-    x = teacher.detach().float()
-    y = student.float()
-    mu = x.mean(1, keepdim=True)
+    y = teacher.detach().float()
+    x = student.float()
+    mu = y.mean(1, keepdim=True)
     xn = F.normalize(x - mu, dim=2)
     yn = F.normalize(y - mu, dim=2)
-    d = 1 - xn @ yn.transpose(1, 2)  # (B, N_x, N_y): rows i (teacher), columns j (student)
-    d_rel = d / (d.min(dim=1, keepdim=True).values + eps)
-    w = torch.exp((1 - d_rel) / h)
-    cx = w / w.sum(dim=1, keepdim=True)
+    d = (1 - xn @ yn.transpose(1, 2)).clamp(min=0)  # (B, N_x, N_y): rows i student, columns j teacher
+    d_rel = d / (d.min(dim=2, keepdim=True).values + eps)
+    cx = torch.softmax((1 - d_rel) / h, dim=2)  # = w_ij / sum_k w_ik, without overflow
     cx_b = cx.max(dim=1).values.mean(1)
     return -torch.log(cx_b).mean()
+
+
+class TokenProjector(nn.Module):
+    """METHODS.md 6.2's student projector for tokens: linear to the teacher's width, then
+    BatchNorm over the channels (statistics over all tokens of the batch). (B, N, D_s) -> (B, N, D_t)."""
+
+    def __init__(self, d_student: int, d_teacher: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(d_student, d_teacher)
+        self.bn = nn.BatchNorm1d(d_teacher)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, n, _ = tokens.shape
+        z = self.linear(tokens)
+        return self.bn(z.reshape(b * n, -1)).view(b, n, -1)
 
 
 def affinity_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
