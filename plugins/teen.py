@@ -11,8 +11,11 @@ each new class's prototype is calibrated towards the base prototypes it resemble
     p~_c = (1 - alpha) p^_c + alpha Delta_c                     (alpha = shift_weight)
 
 Base prototypes never change; earlier novel classes keep their calibrated prototypes.
-Defaults: alpha 0.5 (the code's default; its CIFAR-100 script uses 0.1: -o teen.alpha=0.1),
-tau 16. Prediction: scale * cosine over all seen classes.
+Defaults: alpha 0.1, the official CIFAR-100 script's ``-shift_weight 0.1`` (wangkiw/TEEN
+``scripts/cifar.sh``; METHODS.md 8.3's table); the code's argparse default 0.5 is what its
+miniImageNet and CUB-200 runs use (``-o teen.alpha=0.5`` for those). tau 16 (``-softmax_t 16``),
+scale 16 (``-temperature 16``, CIFAR; 32 for miniImageNet/CUB-200). Prediction: scale *
+cosine over all seen classes.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ def calibrate_prototypes(new: torch.Tensor, base: torch.Tensor, alpha: float, ta
 
 @dataclass
 class TeenOptions:
-    alpha: float = 0.5
+    #: weight of the base-derived shift (the code's ``shift_weight``); 0.1 as the CIFAR-100 script
+    alpha: float = 0.1
     tau: float = 16.0
     scale: float = 16.0
 

@@ -4,7 +4,10 @@ Teacher = previous model. On each batch:
 ``kd * KD_T(old logits) + graph * L_graph + context * L_ctx + node * L_node`` over the tokens
 of the last feature map (CNNs) or the patch tokens (ViTs), read through ``model.tokens(x)``
 (one extra forward of the student). Student and teacher share an architecture, so no
-projector is needed; ``cfs distill --loss trg`` adds one for different backbones.
+projector is needed; ``cfs distill --loss trg`` adds one (linear + BatchNorm, METHODS.md 6.2)
+for different backbones. The contextual loss is Mechrez et al.'s with METHODS.md 6.2's
+corrected axes (normalised over the teacher's tokens per student token, each teacher token's
+best student match averaged), so a student collapsing onto one teacher token is penalised.
 Defaults T 4, weights 1 except graph 0.1 (at METHODS.md's 1 the graph term collapsed the
 features on split-digits at lr 0.05: ``-o trg.graph=1`` restores it), tau_g 0.1; above 4096 graph nodes 16 tokens per image are kept.
 

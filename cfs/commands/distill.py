@@ -38,6 +38,9 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
     p.add_argument("--student", default="mlp", metavar="BACKBONE", help="student backbone (default mlp)")
     p.add_argument("--loss", default="kd", metavar="NAME",
                    help="registered distillation loss: kd (default), clkd, nckd, trg, pckd or a plugin's")
+    p.add_argument("--clkd-form", choices=("pearson", "covariance", "squared-covariance"),
+                   help="with --loss clkd: compare class-correlation matrices as Pearson correlations (default), "
+                        "covariances by the non-squared Frobenius norm (stable), or METHODS.md's squared form")
     p.add_argument("--train-teacher", action="store_true", help="train a teacher with CE instead, and --save it")
     p.add_argument("--teacher-backbone", default="resnet32", help="backbone of --train-teacher (default resnet32)")
     p.add_argument("--save", metavar="CKPT", help="where --train-teacher writes the teacher")
@@ -138,6 +141,12 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     pm = get_plugin_manager(args.plugins)
     loss = None if args.train_teacher else distill_loss(pm, args.loss)
+    if getattr(args, "clkd_form", None) is not None:
+        if loss is None or not hasattr(loss, "form") or args.loss != "clkd":
+            raise CfsError("--clkd-form applies only with --loss clkd")
+        import dataclasses
+
+        loss = dataclasses.replace(loss, form=args.clkd_form)
     device = resolve_device(args.device)
     data = load_dataset(args.data, root=args.data_root)
     if args.train_per_class:

@@ -5,11 +5,24 @@ they crop and flip every image the same way; per-image randomness with per-image
 calls costs a Python round trip per image. These few vectorised ops (the CIFAR recipe of
 PyCIL: random crop with padding, horizontal flip, brightness jitter) keep augmentation
 per-image and still one kernel per batch.
+
+Two more, for the official FSCIL base-session recipe (TEEN's CIFAR-100 data loader, wangkiw/TEEN
+``dataloader/cifar100/cifar.py``: crop 32 pad 4, flip, AutoAugment CIFAR10 policy, to tensor,
+Cutout 1 hole of 16, normalise), both off unless a protocol asks for them:
+
+- ``autoaugment="cifar10"``: torchvision's ``v2.AutoAugment`` with the CIFAR10 policy (the 25
+  sub-policies of Cubuk et al.) and fill 128 (the official code's ``fillcolor``), per image on
+  uint8 pixels after crop, flip and brightness; one Python call per image (this recipe costs
+  that), its random draws seeded from the run's generator;
+- ``cutout=L``: DeVries & Taylor's Cutout, one L x L square (clipped at the border) around a
+  uniformly drawn centre set to 0 before normalisation, vectorised over the batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from cfs.errors import CfsError
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +38,18 @@ class BatchTransform:
     flip: bool = False
     brightness: float = 0.0
     resize: int | None = None
+    #: AutoAugment policy: None (off) or "cifar10"
+    autoaugment: str | None = None
+    #: side of the Cutout square in pixels; 0 = off
+    cutout: int = 0
 
     def __post_init__(self) -> None:
         self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        if self.autoaugment not in (None, "cifar10"):
+            raise CfsError(f"augment: unknown autoaugment policy {self.autoaugment!r} (use cifar10)")
+        if self.cutout < 0:
+            raise CfsError(f"augment: cutout must be >= 0 pixels, got {self.cutout}")
+        self._autoaugment = None
 
     def _mean_std(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if device not in self._stats:
@@ -38,9 +60,11 @@ class BatchTransform:
 
     @property
     def augments(self) -> bool:
-        return bool(self.crop_padding or self.flip or self.brightness)
+        return bool(self.crop_padding or self.flip or self.brightness or self.autoaugment or self.cutout)
 
     def __call__(self, x: torch.Tensor, train: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+        if train and self.autoaugment and x.dtype != torch.uint8:
+            raise CfsError(f"augment: autoaugment needs uint8 images; this data set holds {x.dtype} pixels")
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         if train and self.augments:
             x = self._augment(x, generator)
@@ -72,4 +96,33 @@ class BatchTransform:
         if self.brightness:
             factor = 1 + (rand(b) * 2 - 1) * self.brightness
             x = (x * factor.view(b, 1, 1, 1)).clamp_(0, 1)
+        if self.autoaugment:
+            x = self._auto_augment(x, g)
+        if self.cutout:
+            cy = (rand(b) * h).long().view(b, 1, 1, 1)
+            cx = (rand(b) * w).long().view(b, 1, 1, 1)
+            half = self.cutout // 2
+            rows = torch.arange(h, device=dev).view(1, 1, h, 1)
+            cols = torch.arange(w, device=dev).view(1, 1, 1, w)
+            hole = (rows >= cy - half) & (rows < cy + half) & (cols >= cx - half) & (cols < cx + half)
+            x = x.masked_fill(hole, 0.0)
         return x
+
+    def _auto_augment(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
+        """AutoAugment per image on uint8 pixels (x in [0, 1] holds uint8 values / 255 here,
+        up to brightness jitter, which is rounded). torchvision draws from torch's global CPU
+        generator: it runs inside ``fork_rng`` seeded from ``g``, so runs reproduce and the
+        global state is untouched."""
+        if self._autoaugment is None:
+            from torchvision.transforms import v2
+
+            self._autoaugment = v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10, fill=128)
+        pixels = x.mul(255).round_().to(torch.uint8)
+        if g is None:
+            out = torch.stack([self._autoaugment(img) for img in pixels])
+        else:
+            seed = int(torch.randint(2**62, (1,), generator=g, device=g.device))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                out = torch.stack([self._autoaugment(img) for img in pixels])
+        return out.float().div_(255.0)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from cfs import hookimpl
-from cfs.losses.clkd import clkd_loss
+from cfs.losses.clkd import CLKD_FORMS, clkd_loss
 from cfs.losses.kd import kd_loss
 from cfs.losses.nckd import ClassMeanEMA, centred_directions, class_means, nc3_logits, nckd_loss
 from cfs.losses.pckd import PCKDHeads, pckd_loss, rotated_views, view_features
@@ -81,16 +81,24 @@ class KDLoss:
 
 @dataclass(frozen=True)
 class CLKDLoss:
-    """CLKD (Zhang et al. 2022): instance, class and class-correlation logit terms, CE weight 0.1."""
+    """CLKD (Zhang et al. 2022): instance, class and class-correlation logit terms, CE weight 0.1.
+
+    ``form`` compares the class-correlation matrices as :mod:`cfs.losses.clkd` describes:
+    ``pearson`` (default, as the clkd strategy: the raw-logit squared covariance term diverges),
+    ``covariance`` (the stable non-squared Frobenius norm) or ``squared-covariance``
+    (METHODS.md 4.2's equation); ``cfs distill --loss clkd --clkd-form covariance`` sets it."""
 
     name: ClassVar[str] = "clkd"
     ce_weight: float = 0.1
-    # Pearson correlation, as the clkd strategy: the raw-logit covariance term diverges
-    pearson: bool = True
+    form: str = "pearson"
+
+    def __post_init__(self) -> None:
+        if self.form not in CLKD_FORMS:
+            raise ValueError(f"unknown CLKD form {self.form!r} (use one of {', '.join(CLKD_FORMS)})")
 
     def build(self, teacher: nn.Module, student: nn.Module, data: Any, transform: Any,
               device: torch.device) -> Distillation:
-        return Distillation(lambda x, y, f, z, e: clkd_loss(z, teacher(x), pearson=self.pearson), [], self.ce_weight)
+        return Distillation(lambda x, y, f, z, e: clkd_loss(z, teacher(x), form=self.form), [], self.ce_weight)
 
 
 @dataclass(frozen=True)

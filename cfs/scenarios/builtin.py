@@ -35,6 +35,8 @@ def transform_for(spec: dict, data: DataSplit) -> BatchTransform:
         flip=bool(aug.get("flip", False)),
         brightness=float(aug.get("brightness", 0.0)),
         resize=int(spec["resize"]) if spec.get("resize") else None,
+        autoaugment=str(aug["autoaugment"]) if aug.get("autoaugment") else None,
+        cutout=int(aug.get("cutout", 0)),
     )
 
 

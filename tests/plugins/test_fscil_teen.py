@@ -47,3 +47,11 @@ def test_sessions_are_training_free_and_base_prototypes_fixed(ptm_run, strategy)
     # only the base session was trained by the engine: one epoch log set, from experience 0
     assert {e.experience for e in result.timings.epochs} == {0}
     assert result.state.results.rows[-1][0] > 0.5
+
+
+def test_default_alpha_is_the_official_cifar100_scripts():
+    # wangkiw/TEEN scripts/cifar.sh runs -shift_weight 0.1 -softmax_t 16 -temperature 16 (METHODS.md 8.3)
+    from cfs_plugins.teen import TeenOptions
+
+    o = TeenOptions()
+    assert (o.alpha, o.tau, o.scale) == (0.1, 16.0, 16.0)
