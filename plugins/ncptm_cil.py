@@ -1,21 +1,36 @@
 """NCPTM-CIL (He, Song, Zhang, Hopcroft 2025, "Enhancing pre-trained model-based class-incremental
-learning through neural collapse"), as specified in METHODS.md §1.2.
+learning through neural collapse", arXiv 2504.18437).
 
-Only the abstract is verified: a dynamic ETF classifier, ETF alignment and a "PAP" loss.
-Everything below is the documented [PROPOSED] default; uncertain choices are options.
+Evidence: the paper's full text was NOT available. What follows the abstract (and third-party
+summaries of it): a frozen pre-trained model, a dynamic ETF classifier, ETF alignment of the
+features, and a "PAP" loss that preserves old classes' separation as new ones arrive. Everything
+else follows METHODS.md §1.2 ([PROPOSED] defaults, not the paper), including its "Revision after
+measurement", which replaced the mean-only PAP term by a distribution-level anchor; the
+uncertain choices are options.
 
 * Frozen pre-trained backbone f plus an AdaptFormer-style adapter (64 units, scale 0.1), trained
   on the first task only, then frozen (as in APER). Difference from the spec: the adapter sits
   on the pooled features, not inside every ViT block (see :mod:`cfs.models.adapters`), so
-  training runs on cached features.
+  training runs on cached frozen-backbone features (:func:`cfs.features.cached_features`).
+  METHODS.md notes this pooled adapter is close to a no-op; a real in-block / BN / SSF adapter
+  needs a core adapter mechanism (issue 11 item 2) and is not done here.
 * Projection head h: Linear(d, 2048), ReLU, Linear(2048, d'=512), LayerNorm, L2 normalisation.
 * Dynamic simplex ETF: a fixed seeded U (d' x K_max, orthonormal columns);
   E_K = sqrt(K/(K-1)) U[:, :K] (I - 11^T/K), regenerated whenever K grows; never learned.
 * ETF alignment (``loss=dot_regression``): L_align = 1/2 (z^T e_y - 1)^2 with
   z = normalize(h(adapter(f(x)))); ``loss=ce``: CE over logits s z^T E_K (s = 16).
-* PAP ("prototype alignment preservation", the expansion is a guess): class means mu_c of the
-  frozen adapter features of every old class, and
-  L_PAP = 1/|C_old| sum_c 1/2 (normalize(h(mu_c))^T e_c - 1)^2; L = L_align + lam_pap L_PAP.
+* PAP ("prototype alignment preservation", the expansion is a guess). For every old class c the
+  mean mu_c and the diagonal variance sigma^2_c (unbiased; 0 for a single sample) of its
+  frozen adapter features are stored once, after the task that introduced it (the features
+  are frozen after task 1, so the statistics stay valid). L = L_align + lam_pap L_PAP with
+  - ``pap=gaussian`` (default; METHODS.md §1.2 revision): every batch draws as many
+    pseudo-features f~ ~ N(mu_c, diag sigma^2_c) as it has real samples, class-balanced over
+    the old classes (each old class gets floor or ceil of B/|C_old|, which classes get the
+    extra one is random), and L_PAP = mean over them of 1/2 (normalize(h(f~))^T e_c - 1)^2,
+    the same dot regression as real samples (the ETF's CE when ``loss=ce``); this is SLCA's
+    classifier-alignment idea applied to the ETF;
+  - ``pap=mean`` (the first guess, kept for the ablation):
+    L_PAP = 1/|C_old| sum_c 1/2 (normalize(h(mu_c))^T e_c - 1)^2.
 * Per task: SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 48, 20 epochs, cosine schedule.
 * Inference (``inference=etf``): argmax_c z^T e_c; ``inference=ncm``: nearest class mean in
   z-space, the class means being normalize(h(mu_c)).
@@ -48,6 +63,7 @@ class NcptmOptions:
     adapter_scale: float = 0.1
     train_adapter: bool = True
     lam_pap: float = 1.0
+    pap: str = "gaussian"
     loss: str = "dot_regression"
     ce_scale: float = 16.0
     inference: str = "etf"
@@ -63,6 +79,10 @@ class NcptmOptions:
             raise ValueError(f"loss must be dot_regression or ce, not {self.loss!r}")
         if self.inference not in ("etf", "ncm"):
             raise ValueError(f"inference must be etf or ncm, not {self.inference!r}")
+        if self.pap not in ("gaussian", "mean"):
+            raise ValueError(f"pap must be gaussian or mean, not {self.pap!r}")
+        if self.lam_pap < 0:
+            raise ValueError(f"lam_pap must be >= 0, got {self.lam_pap}")
 
 
 class Projection(nn.Module):
@@ -87,6 +107,37 @@ def pap_loss(proj: nn.Module, means: torch.Tensor, targets: torch.Tensor) -> tor
     return dot_regression_loss(proj(means), targets)
 
 
+def class_variances(features: torch.Tensor, labels: torch.Tensor, classes: list[int]) -> torch.Tensor:
+    """Per-dimension unbiased variance of each class's features, one row per class of
+    ``classes`` (a class with a single sample gets 0)."""
+    rows = []
+    for c in classes:
+        f = features[labels == c]
+        rows.append(f.var(0, unbiased=True) if len(f) > 1 else torch.zeros_like(features[0]))
+    return torch.stack(rows)
+
+
+def sample_pseudo_features(means: torch.Tensor, variances: torch.Tensor, n: int,
+                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` draws f~ ~ N(mu_c, diag sigma^2_c), class-balanced over the rows of ``means``
+    (every class gets floor(n/C) or ceil(n/C); which classes get the extra draw is random).
+
+    Returns (features (n, d), labels (n,)), the labels being row indices."""
+    c = len(means)
+    perm = torch.randperm(c, generator=generator)
+    labels = torch.cat([torch.arange(c).repeat(n // c), perm[: n % c]]).to(means.device)
+    noise = torch.randn(n, means.shape[1], generator=generator).to(means.device, means.dtype)
+    return means[labels] + noise * variances[labels].clamp_min(0).sqrt(), labels
+
+
+def gaussian_pap_loss(proj: nn.Module, means: torch.Tensor, variances: torch.Tensor, targets: torch.Tensor,
+                      n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """mean over ``n`` class-balanced pseudo-features f~ ~ N(mu_c, diag sigma^2_c) of
+    1/2 (normalize(h(f~))^T e_c - 1)^2. ``means``/``variances`` (C_old, d), ``targets`` (C_old, d')."""
+    f, labels = sample_pseudo_features(means, variances, n, generator)
+    return dot_regression_loss(proj(f), targets[labels])
+
+
 class NcptmCil(Strategy):
     """NCPTM-CIL: dynamic simplex-ETF classifier, ETF alignment and PAP on a frozen PTM."""
 
@@ -100,6 +151,7 @@ class NcptmCil(Strategy):
         self.proj: Projection | None = None
         self.basis: torch.Tensor | None = None
         self.means: torch.Tensor | None = None  # adapter-feature class means, row = label
+        self.variances: torch.Tensor | None = None  # their diagonal variances, row = label
         self.history: list[float] = []
 
     def etf(self, k: int, device: torch.device) -> torch.Tensor:
@@ -128,15 +180,22 @@ class NcptmCil(Strategy):
         self.adapter.requires_grad_(train_adapter)
         E = self.etf(state.n_seen, feats.device)
         old = None if first else self.means.to(feats.device)
+        old_var = None if first else self.variances.to(feats.device)
+        gen = state.generator
+
+        def align(z: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+            if o.loss == "dot_regression":
+                return dot_regression_loss(z, E[:, yb].T)
+            return F.cross_entropy(o.ce_scale * z @ E, yb)
 
         def loss(fb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-            z = self.proj(self.adapter(fb))
-            if o.loss == "dot_regression":
-                total = dot_regression_loss(z, E[:, yb].T)
-            else:
-                total = F.cross_entropy(o.ce_scale * z @ E, yb)
+            total = align(self.proj(self.adapter(fb)), yb)
             if old is not None and o.lam_pap:
-                total = total + o.lam_pap * pap_loss(self.proj, old, E[:, : len(old)].T)
+                if o.pap == "mean":
+                    total = total + o.lam_pap * pap_loss(self.proj, old, E[:, : len(old)].T)
+                else:
+                    f, yp = sample_pseudo_features(old, old_var, len(yb), gen)
+                    total = total + o.lam_pap * align(self.proj(f), yp)
             return total
 
         params = list(self.proj.parameters()) + (list(self.adapter.parameters()) if train_adapter else [])
@@ -147,14 +206,21 @@ class NcptmCil(Strategy):
                                              weight_decay=o.weight_decay, generator=state.generator)
         self.proj.eval()
         self.adapter.requires_grad_(False)
+        classes = state.experience.classes
         with torch.no_grad():
-            new = class_means(self.adapter(feats), labels, state.experience.classes)
-        rows = torch.zeros(state.n_seen, new.shape[1], device=feats.device)
+            adapted = self.adapter(feats)
+            new, new_var = class_means(adapted, labels, classes), class_variances(adapted, labels, classes)
+        self.means = self._grow(old, new, classes, state.n_seen)
+        self.variances = self._grow(old_var, new_var, classes, state.n_seen)
+        return True
+
+    @staticmethod
+    def _grow(old: torch.Tensor | None, new: torch.Tensor, classes: list[int], n_seen: int) -> torch.Tensor:
+        rows = torch.zeros(n_seen, new.shape[1], device=new.device)
         if old is not None:
             rows[: len(old)] = old
-        rows[torch.as_tensor(state.experience.classes, device=feats.device)] = new
-        self.means = rows
-        return True
+        rows[torch.as_tensor(classes, device=new.device)] = new
+        return rows
 
     @hookimpl
     def cfs_predict(self, state: RunState, x: torch.Tensor) -> torch.Tensor:
@@ -169,11 +235,13 @@ class NcptmCil(Strategy):
             return None if m is None else {k: v.cpu() for k, v in m.state_dict().items()}
 
         return {"adapter": sd(self.adapter), "proj": sd(self.proj), "basis": self.basis,
-                "means": None if self.means is None else self.means.cpu()}
+                "means": None if self.means is None else self.means.cpu(),
+                "variances": None if self.variances is None else self.variances.cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         o = self.options
         self.basis, self.means = state["basis"], state["means"]
+        self.variances = state.get("variances")
         if state["adapter"] is not None:
             dim = state["adapter"]["up.weight"].shape[0]
             self.adapter = FeatureAdapter(dim, o.adapter_dim, o.adapter_scale)

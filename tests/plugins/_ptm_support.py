@@ -19,9 +19,10 @@ from cfs.scenarios.class_incremental import build_stream
 from cfs.scenarios.fscil import build_sessions, generic_sessions
 
 
-def synthetic_scenario(kind: str = "class-incremental", n_classes: int = 6, seed: int = 0) -> Scenario:
-    data = load_dataset("synthetic", n_classes=n_classes, n_train_per_class=60, n_test_per_class=40,
-                        shape=(1, 4, 4), seed=seed, noise=0.6)
+def synthetic_scenario(kind: str = "class-incremental", n_classes: int = 6, seed: int = 0, noise: float = 0.6,
+                       n_train: int = 60) -> Scenario:
+    data = load_dataset("synthetic", n_classes=n_classes, n_train_per_class=n_train, n_test_per_class=40,
+                        shape=(1, 4, 4), seed=seed, noise=noise)
     t = BatchTransform(mean=(0.0,), std=(1.0,))
     if kind == "fscil":
         order, exps = build_sessions(data, generic_sessions(data, base_classes=n_classes - 3, ways=1, shots=5, seed=seed))

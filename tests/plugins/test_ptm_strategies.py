@@ -9,7 +9,9 @@ import torch.nn.functional as F
 
 from cfs.evaluation.metrics import seen_accuracy
 from cfs.features import compute_features
-from cfs_plugins.ncptm_cil import NcptmOptions, dot_regression_loss, pap_loss
+from cfs.models.prototypes import orthonormal_basis, simplex_etf
+from cfs_plugins.ncptm_cil import (NcptmOptions, Projection, dot_regression_loss, gaussian_pap_loss, pap_loss,
+                                   sample_pseudo_features)
 from _ptm_support import ptm_pm, ptm_run, synthetic_scenario  # noqa: F401 (fixtures)
 
 
@@ -75,6 +77,9 @@ def test_ncptm_options_are_validated():
         NcptmOptions(loss="mse")
     with pytest.raises(ValueError):
         NcptmOptions(inference="knn")
+    with pytest.raises(ValueError):
+        NcptmOptions(pap="full")
+    assert NcptmOptions().pap == "gaussian"
 
 
 @pytest.mark.parametrize("options", [{}, {"inference": "ncm"}])
@@ -118,3 +123,108 @@ def test_ncptm_rejects_an_etf_that_does_not_fit(ptm_run):
 
     with pytest.raises(CfsError, match="proj_dim"):
         ptm_run("ncptm-cil", synthetic_scenario(), options={"ncptm-cil": {"proj_dim": 4, "epochs": 1}})
+
+
+def test_gaussian_pseudo_features_have_the_stored_statistics():
+    means = torch.tensor([[0.0, 0.0, 1.0], [10.0, -5.0, 2.0]])
+    variances = torch.tensor([[1.0, 4.0, 0.0], [0.25, 0.0, 9.0]])
+    f, y = sample_pseudo_features(means, variances, 20000, torch.Generator().manual_seed(0))
+    assert f.shape == (20000, 3) and torch.equal(torch.bincount(y), torch.tensor([10000, 10000]))
+    for c in (0, 1):
+        fc = f[y == c]
+        assert torch.allclose(fc.mean(0), means[c], atol=0.08)
+        assert torch.allclose(fc.var(0), variances[c], rtol=0.05, atol=1e-6)
+        # off-diagonal covariance ~ 0 (diagonal Gaussian)
+        cov = torch.cov(fc.T)
+        assert cov[~torch.eye(3, dtype=torch.bool)].abs().max() < 0.1
+    assert torch.all(f[y == 0, 2] == 1.0) and torch.all(f[y == 1, 1] == -5.0)  # zero variance: the mean exactly
+    # class-balanced: 7 draws over 3 classes -> 2 or 3 each
+    _, y = sample_pseudo_features(torch.zeros(3, 2), torch.ones(3, 2), 7, torch.Generator().manual_seed(1))
+    assert sorted(torch.bincount(y, minlength=3).tolist()) == [2, 2, 3]
+
+
+def test_gaussian_pap_by_hand_and_it_pulls_pseudo_features_to_their_vertex():
+    # zero variance: every pseudo-feature is the mean, so the term is the mean-PAP value by hand
+    means, target = torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 1.0]])
+    norm = lambda m: F.normalize(m, dim=1)  # noqa: E731
+    loss = gaussian_pap_loss(norm, means, torch.zeros(1, 2), target, 5, torch.Generator().manual_seed(0))
+    assert loss.item() == pytest.approx(0.5 * (0.8 - 1) ** 2)
+    # with variance it is the mean over the draws of 1/2 (normalize(f~)^T e_c - 1)^2
+    gen = torch.Generator().manual_seed(3)
+    f, _ = sample_pseudo_features(means, torch.ones(1, 2), 6, torch.Generator().manual_seed(3))
+    by_hand = sum(0.5 * (float(r[1] / r.norm()) - 1) ** 2 for r in f) / 6
+    assert gaussian_pap_loss(norm, means, torch.ones(1, 2), target, 6, gen).item() == pytest.approx(by_hand, rel=1e-5)
+
+    # optimising only this term moves h so that each class's pseudo-features land on *its* vertex
+    torch.manual_seed(0)
+    d, k = 8, 3
+    E = simplex_etf(orthonormal_basis(6, k, 0), k).float().T  # (K, d') vertices
+    means = torch.randn(k, d) * 2
+    variances = torch.rand(k, d) * 0.5 + 0.1
+    proj = Projection(d, 32, 6)
+    gen = torch.Generator().manual_seed(0)
+
+    def alignment():
+        with torch.no_grad():
+            f, y = sample_pseudo_features(means, variances, 600, torch.Generator().manual_seed(99))
+            z = proj(f)
+            return (z * E[y]).sum(1).mean().item(), ((z @ E.T).argmax(1) == y).float().mean().item()
+
+    cos0, _ = alignment()
+    opt = torch.optim.SGD(proj.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for _ in range(150):
+        loss = gaussian_pap_loss(proj, means, variances, E, 48, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    cos1, acc1 = alignment()
+    assert sum(losses[-10:]) < 0.2 * sum(losses[:10])
+    assert cos0 < 0.5 < 0.9 < cos1 and acc1 > 0.95
+
+
+def test_ncptm_stores_per_class_feature_statistics(ptm_run):
+    scenario = synthetic_scenario()
+    opts = {"epochs": 3, "hidden": 64, "proj_dim": 16}
+    result = ptm_run("ncptm-cil", scenario, options={"ncptm-cil": opts})
+    strat, state = result.state.strategies[0], result.state
+    assert strat.means.shape == strat.variances.shape == (6, state.model.backbone.out_dim)
+    for exp in scenario.experiences:
+        with torch.no_grad():
+            f = strat.adapter(compute_features(state.model.backbone, state.transform, exp.train.x, state.device))
+        for c in exp.classes:
+            assert torch.allclose(strat.means[c], f[exp.train.y == c].mean(0), atol=1e-5)
+            assert torch.allclose(strat.variances[c], f[exp.train.y == c].var(0), atol=1e-5)
+    assert strat.variances.min() >= 0 and strat.variances.sum() > 0
+
+
+def test_gaussian_pap_keeps_old_classes_better_than_the_mean_anchor(ptm_run):
+    # overlapping classes (noise 1.0), 5 tasks, a flexible h: the projection must move to place
+    # new classes, and an anchor on one point per old class leaves the rest of the class free
+    opts = {"epochs": 30, "lr": 0.1, "hidden": 256, "proj_dim": 16}
+    gaps = []
+    for seed in (0, 1, 2):
+        old = {}
+        for pap in ("mean", "gaussian"):
+            scenario = synthetic_scenario(n_classes=10, seed=seed, noise=1.0, n_train=200)
+            rows = ptm_run("ncptm-cil", scenario, options={"ncptm-cil": {**opts, "pap": pap}}).state.results.rows
+            old[pap] = float(np.mean(rows[-1][:-1]))  # tasks 0..3 after the last task
+        gaps.append(old["gaussian"] - old["mean"])
+    assert min(gaps) > 0 and np.mean(gaps) > 0.02, gaps
+
+
+def test_ncptm_state_round_trips_with_the_variances(ptm_run):
+    import io
+
+    scenario = synthetic_scenario()
+    result = ptm_run("ncptm-cil", scenario, options={"ncptm-cil": {"epochs": 3, "hidden": 64, "proj_dim": 16}})
+    strat, state = result.state.strategies[0], result.state
+    buf = io.BytesIO()
+    torch.save(strat.state_dict(), buf)
+    buf.seek(0)
+    fresh = type(strat)(strat.options)
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
+    assert torch.equal(fresh.variances, strat.variances) and torch.equal(fresh.means, strat.means)
+    x = scenario.experiences[0].test.x
+    assert torch.equal(fresh.cfs_predict(state=state, x=x), strat.cfs_predict(state=state, x=x))
