@@ -39,8 +39,12 @@ def contextual_loss(student: torch.Tensor, teacher: torch.Tensor, h: float = 0.5
 
     With student tokens ``x_i`` (i indexes the student) and teacher tokens ``y_j`` (j indexes
     the teacher) of one image, both centred by the teacher mean ``mu_Y`` (METHODS.md 6.2, axes
-    as corrected after review against Mechrez et al. 2018, Eq. 1-4; the official contextual-loss
-    code also centres by the target's mean, and uses ``h = 0.5``, ``eps = 1e-5``):
+    as corrected after review against Mechrez et al. 2018, Eq. 1-4). Checked against the widely
+    used PyTorch port of the authors' code (the contextual-loss gist most TRG-era code copies):
+    the same axes (relative distance and normalisation over the target index, max over the
+    source index, mean over the target), centring by the target's mean (there over the batch
+    too; here per image), ``h = 0.5`` and ``eps = 1e-5`` in the relative distance. Departure:
+    no ``+ 1e-5`` inside the log (CX_b >= 1/N_Y > 0 already).
 
     - ``d_ij = 1 - cos(x_i - mu_Y, y_j - mu_Y)``;
     - ``d~_ij = d_ij / (min_k d_ik + eps)``: relative to student token i's closest teacher token;
