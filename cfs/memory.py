@@ -188,6 +188,19 @@ class ReservoirBuffer:
             setattr(self, key, None if value is None else value.to(device))
 
 
+def offer_incoming(buffer: ReservoirBuffer, state, logits: torch.Tensor | None = None) -> None:
+    """Offer the current batch's incoming rows (never replayed ones) to a reservoir, as raw
+    images from ``state.train_data`` (provenance: :mod:`cfs.engine.batch`), with their
+    ``logits`` rows when given (DER's targets)."""
+    batch = state.batch
+    rows = batch.incoming_index
+    if not len(rows):
+        return
+    keep = batch.incoming
+    buffer.add(state.train_data.x[rows], batch.y[keep], None if logits is None else logits.detach()[keep],
+               generator=state.generator)
+
+
 def store_experience(memory: ClassBalancedMemory, state) -> None:
     """Store the just-trained experience's classes in ``memory`` from the experience's own data
     (never the rows joined from a memory), herding on the run's model features."""

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from cfs import hookimpl
 from cfs.engine.state import RunState
-from cfs.memory import ReservoirBuffer
+from cfs.memory import ReservoirBuffer, offer_incoming
 from cfs.registry import Registry
 from cfs.strategy import Strategy
 
@@ -118,11 +118,7 @@ class DERpp(Strategy):
     def cfs_after_batch(self, state: RunState) -> None:
         if state.outputs is None:
             return
-        # only the incoming rows enter the reservoir, as raw images (provenance: cfs.engine.batch)
-        batch = state.batch
-        keep = batch.incoming
-        self.buffer.add(state.train_data.x[batch.incoming_index], batch.y[keep], state.outputs.detach()[keep],
-                        generator=state.generator)
+        offer_incoming(self.buffer, state, state.outputs)  # incoming rows only, raw, with their logits
 
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer.state_dict()}

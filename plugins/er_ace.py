@@ -50,7 +50,7 @@ import torch
 from cfs import hookimpl
 from cfs.engine.state import RunState
 from cfs.losses.er_ace import er_ace_loss
-from cfs.memory import ReservoirBuffer
+from cfs.memory import ReservoirBuffer, offer_incoming
 from cfs.registry import Registry
 from cfs.strategy import Strategy
 
@@ -93,10 +93,7 @@ class ErAce(Strategy):
 
     @hookimpl
     def cfs_after_batch(self, state: RunState) -> None:
-        batch = state.batch
-        rows = batch.incoming_index
-        if len(rows):  # only incoming samples enter the reservoir, raw (provenance: cfs.engine.batch)
-            self.buffer.add(state.train_data.x[rows], batch.y[batch.incoming], generator=state.generator)
+        offer_incoming(self.buffer, state)  # only incoming samples enter the reservoir, raw
 
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer.state_dict()}
