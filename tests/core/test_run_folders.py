@@ -142,3 +142,23 @@ def test_resume_refuses_flags_that_change_the_result(tmp_path, capsys, flag):
     capsys.readouterr()
     assert main(["bench", "--resume", str(out), *flag]) == 2
     assert "would change its result" in one_error_line(capsys)
+
+
+def test_resume_may_extend_epochs_and_records_it(tmp_path):
+    out = tmp_path / "run"
+    proc = _bench(["--strategy", "replay", "--epochs", "4", "--checkpoint-epochs", "1", "--no-progress",
+                   "--out", str(out)], tmp_path)
+    ckpts = out / "checkpoints"
+    while proc.poll() is None and not (ckpts.is_dir() and any(ckpts.glob("ckpt-*.pt"))):
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    done = subprocess.run([sys.executable, "-m", "cfs", "bench", "--resume", str(out), "--epochs", "6", "--no-progress"],
+                          env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "finished" and info["resumed"][-1]["epochs"] == [4, 6]
+    assert "epochs: 6" in (out / "config.yaml").read_text()
+    shorter = subprocess.run([sys.executable, "-m", "cfs", "bench", "--resume", str(out), "--epochs", "2"],
+                             env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True)
+    assert shorter.returncode == 2 and len(shorter.stderr.strip().splitlines()) == 1
