@@ -218,6 +218,20 @@ def headline(data: dict[str, Any]) -> str:
     return ""
 
 
+def recorded_plugin_args(folder: Path) -> list[str]:
+    """The ``-p`` values a run folder (or a folder of runs) was started with (run.json)."""
+    import json
+
+    for info_file in [folder / "run.json", *sorted(folder.glob("*/run.json"))]:
+        try:
+            info = json.loads(info_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and isinstance(info.get("plugin_args"), list):
+            return [str(a) for a in info["plugin_args"]]
+    return []
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import time
@@ -233,6 +247,11 @@ def run(args: argparse.Namespace) -> int:
     if resume is not None:
         if not resume.is_dir():
             raise CfsError(f"--resume {shown(resume)}: no such folder")
+        recorded = recorded_plugin_args(resume)
+        if recorded and not getattr(args, "plugins", None):  # the run's -p modules, as it was started
+            from cfs.plugins import get_plugin_manager
+
+            args.plugins, pm = recorded, get_plugin_manager(recorded)
         cfg, changed = resume_config(args, pm, resume)
     else:
         cfg, changed = bench_config(args, pm), {}
@@ -264,6 +283,7 @@ def run(args: argparse.Namespace) -> int:
             if resume is not None and checkpoint is None:
                 folder.clear_own()  # killed before its first checkpoint: start it again
             info = {"versions": versions(), "seed": cfg.seed, "strategy": spec, "scenario": cfg.scenario,
+                    "plugin_args": list(getattr(args, "plugins", None) or []),
                     "plugins": plugins, **describe_environment(cfg)}
             folder.start(info, cfg.to_dict(), resumed={"at": time.time(), **changed} if resume is not None else None)
             try:

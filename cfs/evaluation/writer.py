@@ -87,7 +87,7 @@ def write_run(result: RunResult, out: Path, plugins: dict[str, str] | None = Non
         info = {"versions": versions(), "seed": state.config.seed, "device": str(state.device),
                 "strategy": result.strategy, "scenario": state.scenario.describe(),
                 "class_names": state.scenario.class_names, "plugins": plugins or {}, **describe_environment(state.config),
-                **{k: previous[k] for k in ("started", "resumed") if k in previous},
+                **{k: previous[k] for k in ("started", "resumed", "plugin_args") if k in previous},
                 "skipped_batches": state.extra.get("skipped_batches", 0),
                 "status": "finished", "files": sorted(p.name for p in tmp.iterdir()) + ["run.json"]}
         if in_place:

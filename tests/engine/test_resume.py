@@ -47,10 +47,6 @@ def comparable(run: Path) -> dict:
     return {"metrics": metrics, "files": files}
 
 
-def plugin_args(args: list[str]) -> list[str]:
-    return [a for i, a in enumerate(args) if a == "-p" or (i and args[i - 1] == "-p")]
-
-
 def checkpoints(run: Path) -> list[int]:
     folder = run / "checkpoints"
     return sorted(int(p.stem[5:]) for p in folder.glob("ckpt-*.pt")) if folder.is_dir() else []
@@ -72,7 +68,7 @@ def kill_and_resume(args: list[str], out: Path, kills: int, rng: random.Random) 
             proc.kill()
             landed += 1
         proc.wait()
-        cmd = bench("--resume", str(out), *plugin_args(args))  # -p modules are not recorded: give them again
+        cmd = bench("--resume", str(out))  # the -p modules it was started with are recorded in run.json
         if (out / "run.json").exists() and json.loads((out / "run.json").read_text()).get("status") == "finished":
             return landed
     done = subprocess.run(cmd, env=env(), capture_output=True, text=True)
