@@ -1,0 +1,1 @@
+"""Scripts that regenerate the rows of REPRODUCIBILITY.md's ledger (one JSON per row)."""
