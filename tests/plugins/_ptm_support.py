@@ -48,3 +48,8 @@ def ptm_run(ptm_pm):
 
     yield go
     torch.set_num_threads(threads)
+
+
+def cnn_config(**options) -> dict:
+    """Run-config overrides for the APER CNN-variant tests: a small ResNet over the synthetic images."""
+    return {"backbone": "resnet20", **({"options": options} if options else {})}

@@ -228,3 +228,114 @@ def test_ncptm_state_round_trips_with_the_variances(ptm_run):
     assert torch.equal(fresh.variances, strat.variances) and torch.equal(fresh.means, strat.means)
     x = scenario.experiences[0].test.x
     assert torch.equal(fresh.cfs_predict(state=state, x=x), strat.cfs_predict(state=state, x=x))
+
+
+# -- APER's CNN variants (BN / SSF; METHODS.md 11.6 "where the adapter sits") -------------------
+
+def _aper_cnn(ptm_run, variant: str, scenario=None, **opts):
+    from _ptm_support import cnn_config
+
+    o = {"variant": variant, "epochs": 5, **({"lr": 0.1} if variant == "ssf" else {}), **opts}
+    return ptm_run("aper", scenario or synthetic_scenario(), **cnn_config(aper=o))
+
+
+def _all_test(scenario):
+    return (torch.cat([e.test.x for e in scenario.experiences]), torch.cat([e.test.y for e in scenario.experiences]))
+
+
+@pytest.mark.parametrize("variant", ["bn", "ssf"])
+def test_aper_cnn_variants_change_the_features_and_the_predictions(ptm_run, variant):
+    from _ptm_support import cnn_config
+
+    scenario = synthetic_scenario()
+    aper = _aper_cnn(ptm_run, variant, scenario)
+    simple = ptm_run("simplecil", synthetic_scenario(), **cnn_config())
+    strat, state = aper.state.strategies[0], aper.state
+    assert strat.variant == variant and strat.adapter is None
+    x, _ = _all_test(scenario)
+    ptm = compute_features(state.model.backbone, state.transform, x, state.device)
+    adapted = compute_features(strat.adapted, state.transform, x, state.device)
+    assert ((adapted - ptm).norm() / ptm.norm()).item() > 0.05  # not the 1e-5 of the pooled adapter
+    d = state.model.backbone.out_dim
+    assert strat.bank.prototypes.shape == (6, 2 * d)  # [PTM; adapted]
+    # the PTM half of the prototypes is SimpleCIL's bank, the adapted half is not
+    assert torch.allclose(strat.bank.prototypes[:, :d], simple.state.strategies[0].bank.prototypes, atol=1e-5)
+    # the pre-trained backbone is untouched (same seed: the same initial weights as SimpleCIL's)
+    ref = simple.state.model.backbone.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in state.model.backbone.state_dict().items())
+    # predictions differ from SimpleCIL's
+    pa = strat.cfs_predict(state=state, x=state.transform(x, train=False)).argmax(1)
+    ps = simple.state.strategies[0].cfs_predict(state=simple.state, x=simple.state.transform(x, train=False)).argmax(1)
+    assert (pa != ps).any()
+    assert not any(p.requires_grad for p in strat.adapted.parameters())
+
+
+def test_aper_ssf_trains_only_scale_and_shift(ptm_run):
+    aper = _aper_cnn(ptm_run, "ssf")
+    strat, ptm = aper.state.strategies[0], aper.state.model.backbone
+    assert strat.history[-1] < strat.history[0]  # CE through the cosine head went down
+    base = dict(ptm.named_parameters())
+    names = [n for n, _ in strat.adapted.named_parameters()]
+    ssf_names = [n for n in names if n.endswith(("ssf_scale", "ssf_shift"))]
+    assert ssf_names and set(names) - set(ssf_names) == set(base)
+    for n, p in strat.adapted.named_parameters():
+        if n in base:
+            assert torch.equal(p, base[n]), n  # frozen weights stayed frozen
+    moved = [(p - (1.0 if n.endswith("scale") else 0.0)).abs().max().item()
+             for n, p in strat.adapted.named_parameters() if n in ssf_names]
+    assert max(moved) > 1e-3
+
+
+def test_aper_bn_reestimates_statistics_only(ptm_run):
+    aper = _aper_cnn(ptm_run, "bn")
+    strat, ptm = aper.state.strategies[0], aper.state.model.backbone
+    base = ptm.state_dict()
+    adapted = strat.adapted.state_dict()
+    assert set(adapted) == set(base)
+    stats = [k for k in base if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(not torch.equal(adapted[k], base[k]) for k in stats)
+    for n, _ in ptm.named_parameters():
+        assert torch.equal(adapted[n], base[n]), n  # weights and affine untouched (official BN variant)
+
+
+def test_aper_default_variant_follows_the_backbone(ptm_run):
+    from _ptm_support import cnn_config
+
+    first = synthetic_scenario()
+    first.experiences = first.experiences[:1]
+    assert ptm_run("aper", first, **cnn_config(aper={"epochs": 1})).state.strategies[0].variant == "bn"
+    assert ptm_run("aper", first, options={"aper": {"epochs": 1}}).state.strategies[0].variant == "adapter"
+
+
+def test_aper_variant_option_is_validated(ptm_run):
+    from cfs.errors import CfsError
+    from cfs_plugins.aper import AperOptions
+
+    with pytest.raises(ValueError, match="variant"):
+        AperOptions(variant="vpt")
+    with pytest.raises(CfsError, match="BatchNorm"):  # the MLP has no BatchNorm to re-estimate
+        ptm_run("aper", synthetic_scenario(), options={"aper": {"variant": "bn", "epochs": 1}})
+
+
+@pytest.mark.parametrize("variant", ["bn", "ssf"])
+def test_aper_cnn_adaptation_is_fixed_after_task_one(ptm_run, variant):
+    first = synthetic_scenario()
+    first.experiences = first.experiences[:1]
+    one = _aper_cnn(ptm_run, variant, first).state.strategies[0].adapted.state_dict()
+    three = _aper_cnn(ptm_run, variant).state.strategies[0].adapted.state_dict()
+    assert all(torch.equal(one[k], three[k]) for k in one)
+
+
+@pytest.mark.parametrize("variant", ["bn", "ssf"])
+def test_aper_cnn_state_round_trips(ptm_run, variant):
+    from continual.test_state_round_trip import round_trip
+
+    scenario = synthetic_scenario()
+    result = _aper_cnn(ptm_run, variant, scenario, epochs=2)
+    strat, state = result.state.strategies[0], result.state
+    fresh = round_trip(strat)
+    assert fresh.variant == variant
+    x = state.transform(torch.cat([e.test.x for e in scenario.experiences]), train=False)
+    assert torch.equal(fresh.cfs_predict(state=state, x=x), strat.cfs_predict(state=state, x=x))
+    # a restored strategy saves the same adapted backbone again
+    assert round_trip(fresh).variant == variant and fresh.state_dict()["adapted"].keys() == strat.adapted.state_dict().keys()

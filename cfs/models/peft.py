@@ -1,0 +1,132 @@
+"""Parameter-efficient tuning of a frozen backbone, without copying the backbone's code.
+
+APER (Zhou et al., IJCV 2024) adapts a pre-trained model on the first task only; the official
+code (github:zhoudw-zdw/RevisitingCIL, ``models/aper_ssf.py``, ``models/aper_bn.py``) offers,
+for CNN backbones:
+
+* **SSF** (scale and shift of features): a learnable per-channel ``scale`` and ``shift`` after
+  layers of the network, everything but them (and the classifier) frozen. The official code
+  names them ``ssf_scale``/``ssf_shift`` inside its own SSF ResNet/ViT definitions; here
+  :func:`ssf` adds them to *any* module by registering the two parameters on an existing layer
+  and a forward hook that applies ``out * scale + shift`` along the channel axis.
+* **BN**: the BatchNorm running statistics are zeroed and re-estimated by forward passes in
+  train mode over the first task's (augmented) training images, without gradients and without
+  training the affine parameters (``_init_train`` of ``aper_bn.py``). :func:`bn_adapt` puts the
+  layers in that state, :func:`estimate_bn` runs the passes.
+
+Departures from the official code, all stated:
+
+* SSF placement: after every BatchNorm layer when the network has any (the CNN case), else
+  after every Conv2d/Linear/LayerNorm. The official SSF ResNet/ViT place them inside their own
+  block definitions; the hook placement is the closest generic equivalent.
+* SSF initialisation: scale 1, shift 0 (the official code draws scale ~ N(1, 0.02) and shift ~
+  N(0, 0.02)); identity at the start, so an untrained SSF returns the pre-trained features
+  exactly, and the result is deterministic.
+* BN re-estimation uses the cumulative average over all passes (``momentum=None``) instead of
+  an exponential average with momentum 0.1 started from zeroed buffers: the official average
+  is biased towards zero when there are few batches (tiny CPU runs); with many batches both
+  agree. ``bn_adapt(..., affine=True)`` additionally makes the affine parameters trainable
+  (METHODS.md 11.6 allows it; the official BN variant does not train them).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def backbone_family(module: nn.Module) -> str:
+    """``"vit"`` (a transformer with ``blocks`` of attention), ``"cnn"`` (has a Conv2d), else ``"other"``."""
+    for m in module.modules():
+        if type(m).__name__ == "VisionTransformer" or (hasattr(m, "blocks") and any(
+                hasattr(b, "attn") for b in getattr(m, "blocks", []))):
+            return "vit"
+    if any(isinstance(m, nn.Conv2d) for m in module.modules()):
+        return "cnn"
+    return "other"
+
+
+def _channels(m: nn.Module) -> tuple[int, int]:
+    """(number of channels, axis of the output they lie on) for a layer SSF can follow."""
+    if isinstance(m, _BatchNorm):
+        return m.num_features, 1
+    if isinstance(m, nn.Conv2d):
+        return m.out_channels, 1
+    if isinstance(m, nn.Linear):
+        return m.out_features, -1
+    if isinstance(m, nn.LayerNorm):
+        return int(m.normalized_shape[-1]), -1
+    raise TypeError(f"SSF cannot follow a {type(m).__name__}")
+
+
+def _apply_ssf(m: nn.Module, inputs, out: torch.Tensor) -> torch.Tensor:
+    shape = [1] * out.dim()
+    axis = m.ssf_axis % out.dim()
+    shape[axis] = -1
+    return out * m.ssf_scale.view(shape) + m.ssf_shift.view(shape)
+
+
+def ssf_targets(module: nn.Module) -> list[nn.Module]:
+    """Layers :func:`ssf` follows: every BatchNorm, or, without any, every Conv2d/Linear/LayerNorm."""
+    bns = [m for m in module.modules() if isinstance(m, _BatchNorm)]
+    if bns:
+        return bns
+    return [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.LayerNorm))]
+
+
+def ssf(module: nn.Module, targets: Iterable[nn.Module] | None = None) -> list[nn.Parameter]:
+    """Add per-channel scale/shift after ``targets`` (default :func:`ssf_targets`), in place.
+
+    Every existing parameter of ``module`` is frozen; the new ``ssf_scale``/``ssf_shift``
+    parameters (registered on the target layers, so they are in ``state_dict`` and survive
+    ``copy.deepcopy``) are trainable and returned. Applying it twice is an error."""
+    targets = list(ssf_targets(module) if targets is None else targets)
+    if not targets:
+        raise ValueError("ssf: the module has no BatchNorm, Conv2d, Linear or LayerNorm layer")
+    module.requires_grad_(False)
+    params: list[nn.Parameter] = []
+    for m in targets:
+        if hasattr(m, "ssf_scale"):
+            raise ValueError(f"ssf: {type(m).__name__} already has SSF parameters")
+        n, axis = _channels(m)
+        ref = next(iter(m.parameters()), None)
+        kw = {"device": ref.device, "dtype": ref.dtype} if ref is not None else {}
+        m.register_parameter("ssf_scale", nn.Parameter(torch.ones(n, **kw)))
+        m.register_parameter("ssf_shift", nn.Parameter(torch.zeros(n, **kw)))
+        m.ssf_axis = axis
+        m.register_forward_hook(_apply_ssf)
+        params += [m.ssf_scale, m.ssf_shift]
+    return params
+
+
+def bn_adapt(module: nn.Module, affine: bool = False) -> list[nn.Parameter]:
+    """Zero every BatchNorm's running statistics and make them a cumulative average, in place.
+
+    Everything is frozen except, with ``affine=True``, the BatchNorm weights and biases, which
+    are returned (an empty list otherwise). Run :func:`estimate_bn` afterwards."""
+    bns = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    if not bns:
+        raise ValueError("bn_adapt: the module has no BatchNorm layer with running statistics")
+    module.requires_grad_(False)
+    params: list[nn.Parameter] = []
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: the exact mean over all passes
+        if affine and m.affine:
+            m.weight.requires_grad_(True)
+            m.bias.requires_grad_(True)
+            params += [m.weight, m.bias]
+    return params
+
+
+@torch.no_grad()
+def estimate_bn(module: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Forward ``batches`` in train mode so the BatchNorm layers accumulate their statistics;
+    the module is left in eval mode."""
+    module.train()
+    for x in batches:
+        module(x)
+    module.eval()
