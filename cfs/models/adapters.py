@@ -1,5 +1,8 @@
 """Adapters for frozen pre-trained backbones and a small trainer over cached features.
 
+(In-block adapters, SSF and BatchNorm re-estimation, which change the backbone itself, are in
+:mod:`cfs.models.peft`; APER uses them for CNNs and ViTs.)
+
 APER and NCPTM-CIL train an AdaptFormer-style bottleneck adapter (down 64, ReLU, up, scale
 0.1, residual) on the first task only. Inside a ViT block it needs images every epoch; placed
 on the backbone's pooled features (the default for any backbone here, and the only place a
@@ -15,25 +18,21 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from cfs.models.peft import Bottleneck
 
-class FeatureAdapter(nn.Module):
+
+class FeatureAdapter(Bottleneck):
     """``f + scale * up(relu(down(f)))``: AdaptFormer's parallel bottleneck on features.
 
     ``up`` starts at zero (as AdaptFormer initialises it), so an untrained adapter is the
-    identity and training starts from the pre-trained representation."""
+    identity and training starts from the pre-trained representation. The bottleneck is
+    :class:`cfs.models.peft.Bottleneck` without dropout (parameter names ``down``/``up``)."""
 
     def __init__(self, dim: int, bottleneck: int = 64, scale: float = 0.1) -> None:
-        super().__init__()
-        self.down = nn.Linear(dim, bottleneck)
-        self.up = nn.Linear(bottleneck, dim)
-        self.scale = scale
-        nn.init.kaiming_uniform_(self.down.weight, a=5**0.5)
-        nn.init.zeros_(self.down.bias)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
+        super().__init__(dim, bottleneck, scale, dropout=0.0)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return f + self.scale * self.up(torch.relu(self.down(f)))
+        return f + super().forward(f)
 
 
 def train_on_features(params: Iterable[nn.Parameter], loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],

@@ -14,6 +14,16 @@ for CNN backbones:
   training the affine parameters (``_init_train`` of ``aper_bn.py``). :func:`bn_adapt` puts the
   layers in that state, :func:`estimate_bn` runs the passes.
 
+and, for ViTs (``models/adam_adapter.py`` with ``backbone/vit_adapter.py``):
+
+* **AdaptFormer**: in every transformer block, a bottleneck ``up(relu(down(x))) * scale``
+  (``ffn_num`` 64, scale 0.1, ``down`` Kaiming-uniform, ``up`` and biases zero, dropout 0.1)
+  in parallel to the MLP branch: ``x + mlp(norm2(x)) + adapter(x)`` where ``x`` is the
+  block's input to the MLP branch. :func:`adaptformer` adds it to timm ``VisionTransformer``
+  blocks (anything with ``norm2``/``mlp``/``drop_path2``) by a pre-hook that records
+  ``norm2``'s input and a wrapper around ``drop_path2`` that adds the adapter's output; the
+  block's code and its parameter names are untouched.
+
 Departures from the official code, all stated:
 
 * SSF placement: after every BatchNorm layer when the network has any (the CNN case), else
@@ -119,6 +129,64 @@ def bn_adapt(module: nn.Module, affine: bool = False) -> list[nn.Parameter]:
             m.weight.requires_grad_(True)
             m.bias.requires_grad_(True)
             params += [m.weight, m.bias]
+    return params
+
+
+class Bottleneck(nn.Module):
+    """AdaptFormer's adapter without its residual: ``scale * up(dropout(relu(down(x))))``."""
+
+    def __init__(self, dim: int, bottleneck: int = 64, scale: float = 0.1, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.down = nn.Linear(dim, bottleneck)
+        self.up = nn.Linear(bottleneck, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.scale = scale
+        nn.init.kaiming_uniform_(self.down.weight, a=5**0.5)
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.up(self.dropout(torch.relu(self.down(x))))
+
+
+def _record_input(m: nn.Module, inputs) -> None:
+    m._peft_input = inputs[0]
+
+
+class _ParallelAdd(nn.Module):
+    """Wraps a block's ``drop_path2``: its output plus the adapter applied to ``norm2``'s input."""
+
+    def __init__(self, inner: nn.Module, adapter: nn.Module, source: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.adapter = adapter
+        object.__setattr__(self, "source", source)  # a reference, not a submodule (deepcopy keeps it inside the copy)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) + self.adapter(self.source._peft_input)
+
+
+def adaptformer(module: nn.Module, bottleneck: int = 64, scale: float = 0.1, dropout: float = 0.1) -> list[nn.Parameter]:
+    """Add an AdaptFormer adapter parallel to the MLP of every transformer block, in place.
+
+    Blocks are the submodules with ``norm2``, ``mlp`` and ``drop_path2`` (timm's ``Block``).
+    Everything else is frozen; the adapters' parameters are trainable and returned."""
+    blocks = [m for m in module.modules() if all(hasattr(m, a) for a in ("norm2", "mlp", "drop_path2"))]
+    if not blocks:
+        raise ValueError("adaptformer: no transformer block (with norm2, mlp, drop_path2) in the module")
+    module.requires_grad_(False)
+    params: list[nn.Parameter] = []
+    for b in blocks:
+        if isinstance(b.drop_path2, _ParallelAdd):
+            raise ValueError("adaptformer: the block already has an adapter")
+        dim = b.norm2.normalized_shape[-1] if isinstance(b.norm2, nn.LayerNorm) else b.mlp.fc1.in_features
+        ref = next(b.mlp.parameters())
+        adapter = Bottleneck(int(dim), bottleneck, scale, dropout).to(device=ref.device, dtype=ref.dtype)
+        adapter.train(b.training)  # a new module is in train mode; follow the block's mode
+        b.norm2.register_forward_pre_hook(_record_input)
+        b.drop_path2 = _ParallelAdd(b.drop_path2, adapter, b.norm2)
+        params += list(adapter.parameters())
     return params
 
 

@@ -142,3 +142,41 @@ def test_ssf_state_round_trip():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(fresh.eval()(x), net.eval()(x))
+
+
+def _tiny_vit():
+    return timm_backbone("vit_tiny_patch16_224", in_channels=3, image_size=32, img_size=32, patch_size=8, depth=2)
+
+
+def test_adaptformer_sits_parallel_to_every_mlp_and_trains_alone():
+    from cfs.models.peft import adaptformer
+
+    torch.manual_seed(0)
+    net = _tiny_vit().eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        before = net(x)
+    names_before = set(net.state_dict())
+    params = adaptformer(net)
+    blocks = net.model.blocks
+    assert len(params) == 4 * len(blocks)  # down/up weight and bias per block
+    assert {id(p) for p in net.parameters() if p.requires_grad} == {id(p) for p in params}
+    assert names_before <= set(net.state_dict())  # the pre-trained parameter names are kept
+    with torch.no_grad():
+        assert torch.allclose(net(x), before, atol=1e-6)  # up = 0: identity at initialisation
+    # by hand: block output = x + mlp(norm2(x)) + scale * up(relu(down(x))), x after attention
+    b = blocks[0]
+    with torch.no_grad():
+        b.drop_path2.adapter.up.weight.normal_()
+        t = torch.randn(2, 17, b.norm2.normalized_shape[0])
+        mid = t + b.attn(b.norm1(t))
+        a = b.drop_path2.adapter
+        expect = mid + b.mlp(b.norm2(mid)) + 0.1 * a.up(torch.relu(a.down(mid)))
+        assert torch.allclose(b(t), expect, atol=1e-5)
+        changed = net(x)
+    assert ((changed - before).norm() / before.norm()).item() > 1e-2
+    twin = copy.deepcopy(net)  # the copy's adapters read the copy's norm2 inputs
+    with torch.no_grad():
+        twin.model.blocks[1].drop_path2.adapter.up.weight.normal_()
+        assert not torch.allclose(twin(x), net(x))
+        assert torch.equal(copy.deepcopy(net)(x), net(x))
