@@ -41,9 +41,11 @@ def plugin_manager(plugins: Iterable[Any] = (), plugin_args: Iterable[str] = ())
 
 
 def synthetic_stream(n_classes: int = 6, n_experiences: int = 3, per_class: int = 60, test_per_class: int = 30,
-                     size: int = 8, spread: float = 0.6, seed: int = 0) -> Scenario:
-    """A class-incremental stream of 1 x ``size`` x ``size`` float "images": one Gaussian
-    cluster per class around a random centre, separable but not trivially (``spread``)."""
+                     size: int = 8, spread: float = 0.6, seed: int = 0, name: str = "synthetic",
+                     kind: str = "class-incremental") -> Scenario:
+    """A stream of 1 x ``size`` x ``size`` float "images": one Gaussian cluster per class around
+    a random centre, separable but not trivially (``spread``); ``kind`` names any registered
+    kind whose loop takes class-incremental experiences (a plugin's own, in tests)."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(n_classes, 1, size, size, generator=g)
 
@@ -54,7 +56,7 @@ def synthetic_stream(n_classes: int = 6, n_experiences: int = 3, per_class: int 
 
     split = DataSplit("synthetic", draw(per_class), draw(test_per_class), mean=(0.0,), std=(1.0,))
     order = list(range(n_classes))
-    return Scenario(name="synthetic", kind="class-incremental",
+    return Scenario(name=name, kind=kind,
                     experiences=build_stream(split, order, split_classes(n_classes, n_experiences)),
                     class_order=order, class_names=split.train.class_names,
                     transform=BatchTransform(mean=(0.0,), std=(1.0,)), input_shape=(1, size, size))

@@ -19,13 +19,11 @@ PLUGIN = textwrap.dedent('''
     import torch
 
     from cfs import hookimpl
-    from cfs.data.arrays import ArrayDataset
-    from cfs.data.transforms import BatchTransform
     from cfs.engine.continual import Timings
     from cfs.kinds import ScenarioKind
-    from cfs.scenarios.base import Experience, Scenario
     from cfs.scenarios.kinds import ClassIncremental
     from cfs.strategy import Strategy
+    from cfs.testing import synthetic_stream
 
 
     class NearestMeanLoop:
@@ -85,18 +83,8 @@ PLUGIN = textwrap.dedent('''
             self.name, self.kind = name, kind
 
         def __call__(self, cfg):
-            means = torch.randn(6, 8, generator=torch.Generator().manual_seed(1)) * 3
-
-            def split(per_class, seed):
-                y = torch.arange(6).repeat_interleave(per_class)
-                x = means[y] + torch.randn(len(y), 8, generator=torch.Generator().manual_seed(seed))
-                return ArrayDataset(x[:, :, None, None], y)
-
-            train, test = split(20, 0), split(10, 1)
-            exps = [Experience(i, [2 * i, 2 * i + 1], train.with_classes([2 * i, 2 * i + 1]),
-                               test.with_classes([2 * i, 2 * i + 1])) for i in range(3)]
-            return Scenario(self.name, self.kind, exps, list(range(6)), [str(c) for c in range(6)],
-                            BatchTransform(mean=(0.0,) * 8, std=(1.0,) * 8), (8, 1, 1))
+            return synthetic_stream(n_classes=6, n_experiences=3, per_class=20, test_per_class=10,
+                                    name=self.name, kind=self.kind)
 
 
     class Hello:
