@@ -27,7 +27,8 @@ import torch
 from cfs.config import resolve
 from cfs.data.arrays import ArrayDataset, DataSplit
 from cfs.data.transforms import BatchTransform
-from cfs.engine.runner import RunResult, plan_runs, run_strategy
+from cfs.engine.runner import (RunResult, check_compatible, make_strategies, plan_runs, run_strategy,
+                               strategy_classes)
 from cfs.evaluation import metrics
 from cfs.plugins import CfsPluginManager, get_plugin_manager
 from cfs.scenarios.base import Scenario
@@ -79,10 +80,8 @@ def run(spec: str, plugins: Iterable[Any] = (), scenario: str | Scenario = "spli
     if factory is not None:
         [(_, strategies)] = plan_runs(pm, cfg)
         built = factory(cfg)
-    else:
+    else:  # a built scenario: the same checks plan_runs makes for a registered one
         built = scenario
-        from cfs.engine.runner import check_compatible, make_strategies, strategy_classes
-
         classes = strategy_classes(pm, spec)
         check_compatible(classes, built.kind, built.name)
         strategies = make_strategies(classes, cfg)

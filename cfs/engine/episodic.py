@@ -118,19 +118,19 @@ class EpisodicLoop:
             if done % log_every == 0 or done == cfg.meta_iterations:
                 self.results.train_log.append((done, float(loss_sum) / n_loss, time.perf_counter() - t0))
                 loss_sum, n_loss = torch.zeros((), device=s.device), 0
-            if "val" in self.samplers and (done % cfg.val_interval == 0 or done == cfg.meta_iterations):
+            validate = "val" in self.samplers and (done % cfg.val_interval == 0 or done == cfg.meta_iterations)
+            if validate:
                 acc = float(self.evaluate("val", cfg.val_episodes).mean())
                 self.results.val_curve.append((done, acc))
                 if acc > best_acc:
                     best_acc, self.results.best_iteration = acc, done
                     best = self._snapshot(extra)
-                validated = True
-            else:
-                validated = False
-            if s.checkpointer is not None and done < cfg.meta_iterations and ((validated and s.checkpointer.due_at_boundary()) or s.checkpointer.due_by_time()):
-                acc = {"best_acc": best_acc, "loss_sum": loss_sum.detach().cpu(), "n_loss": n_loss,
-                       "seconds": time.perf_counter() - t0}
-                s.checkpointer.write(episodic_payload(self, done, best, acc))
+            ckpt = s.checkpointer
+            if ckpt is not None and done < cfg.meta_iterations and (
+                    (validate and ckpt.due_at_boundary()) or ckpt.due_by_time()):
+                sums = {"best_acc": best_acc, "loss_sum": loss_sum.detach().cpu(), "n_loss": n_loss,
+                        "seconds": time.perf_counter() - t0}
+                ckpt.write(episodic_payload(self, done, best, sums))
         return best
 
     def _meta_loss(self, tasks: EpisodeBatch) -> torch.Tensor:
