@@ -12,6 +12,11 @@ Two ways to define the sessions (the ``fscil`` mapping of a protocol YAML):
   first ``base_classes`` form the base session with all their training images, then every
   session adds ``ways`` classes with ``shots`` training images each, drawn with ``seed``.
 
+``--split B<base>-Inc<ways>`` overrides a generic split's base classes and ways; for an
+index-list protocol it is a one-line error (the lists fix the sessions). CUB-200's lists hold
+``CUB_200_2011/images/<class>/<file>`` paths, resolved against the data set's train split in
+image-id order (:mod:`cfs.data.cub`).
+
 After every session the engine evaluates all test images of every class seen so far (each
 experience's test part holds all test images of its classes).
 
@@ -37,6 +42,7 @@ from cfs.scenarios.base import Experience, Scenario
 from cfs.scenarios.class_incremental import class_order, remap
 
 _SESSION = re.compile(r"^session_(\d+)\.txt$")
+_SPLIT = re.compile(r"[Bb](\d+)-[Ii]nc(\d+)")
 
 
 def index_list_folder(name: str, data_root: str | None) -> Path:
@@ -62,33 +68,39 @@ def read_index_lists(folder: Path) -> list[list[str]]:
     return [[line.strip() for line in p.read_text().splitlines() if line.strip()] for _, p in files]
 
 
-def _path_indices(lines: list[str], train_dir: Path) -> list[int]:
-    """Map ``.../<class>/<file>`` lines to positions in the sorted image-folder listing."""
+def imagefolder_listing(train_dir: Path) -> dict[str, int]:
+    """``<class>/<file>`` -> position in the sorted image-folder listing of ``train_dir``."""
     listing: dict[str, int] = {}
     k = 0
     for cls in sorted(p.name for p in train_dir.iterdir() if p.is_dir()):
         for f in sorted(p.name for p in (train_dir / cls).iterdir() if not p.name.startswith(".")):
             listing[f"{cls}/{f}"] = k
             k += 1
+    return listing
+
+
+def _path_indices(lines: list[str], listing: dict[str, int], where: str) -> list[int]:
+    """Map ``.../<class>/<file>`` lines to train indices through ``listing``."""
     out = []
     for line in lines:
         key = "/".join(Path(line).parts[-2:])
         if key not in listing:
-            raise CfsError(f"index list names {line}, which is not in {train_dir}")
+            raise CfsError(f"index list names {line}, which is not in {where}")
         out.append(listing[key])
     return out
 
 
-def sessions_from_index_lists(lines: list[list[str]], data: DataSplit, train_dir: Path | None = None
-                              ) -> list[tuple[list[int], torch.Tensor]]:
-    """(original classes, train indices) per session from the lines of the index files."""
+def sessions_from_index_lists(lines: list[list[str]], data: DataSplit, listing: dict[str, int] | None = None,
+                              where: str = "the train set") -> list[tuple[list[int], torch.Tensor]]:
+    """(original classes, train indices) per session from the lines of the index files; path
+    lines are looked up in ``listing`` (``<class>/<file>`` -> train index, found in ``where``)."""
     n = len(data.train)
     sessions, seen = [], set()
     for s, rows in enumerate(lines):
         if all(r.isdigit() for r in rows):
             idx = [int(r) for r in rows]
-        elif train_dir is not None:
-            idx = _path_indices(rows, train_dir)
+        elif listing is not None:
+            idx = _path_indices(rows, listing, where)
         else:
             raise CfsError(f"session_{s + 1}.txt holds paths; this data set needs integer indices")
         if idx and max(idx) >= n:
@@ -142,15 +154,46 @@ def build_sessions(data: DataSplit, sessions: list[tuple[list[int], torch.Tensor
     return order, exps
 
 
+def _split_override(spec: dict, cfg: Any, f: dict) -> dict:
+    """``--split B<base>-Inc<ways>`` sets a generic split's base classes and ways (shots and
+    seed stay the protocol's); index-list protocols have fixed sessions, so there it is an error."""
+    split = getattr(cfg, "split", None)
+    if split is None or str(split).strip() == "":
+        return f
+    text = str(split).strip()
+    if f.get("index_list"):
+        raise CfsError(f"--split does not apply to {spec.get('name', 'this protocol')!r}: its sessions are fixed "
+                       f"by the index lists {f['index_list']!r}")
+    m = _SPLIT.fullmatch(text)
+    if m is None:
+        raise CfsError(f"bad --split {text[:40]!r} for an FSCIL scenario: use B<base classes>-Inc<ways>, "
+                       f"e.g. B5-Inc1")
+    return {**f, "base_classes": int(m.group(1)), "ways": int(m.group(2))}
+
+
+def _train_listing(spec: dict, cfg: Any) -> tuple[dict[str, int] | None, str]:
+    """Where path lines of an index list point to: CUB-200's image-id order, else the sorted
+    ``<data-root>/train/<class>/*`` listing of an image folder (None when there is none)."""
+    root = getattr(cfg, "data_root", None)
+    if spec.get("dataset") == "cub200":
+        from cfs.data.cub import cub_folder, cub_train_listing
+
+        return cub_train_listing(root), f"the train split of {cub_folder(root)}"
+    train_dir = default_root(root) / "train"
+    if train_dir.is_dir():
+        return imagefolder_listing(train_dir), str(train_dir)
+    return None, "the train set"
+
+
 def build_fscil(spec: dict, cfg: Any, data: DataSplit) -> Scenario:
     """The builder registered for protocol files of ``kind: fscil``."""
     from cfs.scenarios.builtin import transform_for
 
-    f = dict(spec.get("fscil") or {})
+    f = _split_override(spec, cfg, dict(spec.get("fscil") or {}))
     if f.get("index_list"):
         folder = index_list_folder(str(f["index_list"]), getattr(cfg, "data_root", None))
-        train_dir = default_root(getattr(cfg, "data_root", None)) / "train"
-        sessions = sessions_from_index_lists(read_index_lists(folder), data, train_dir if train_dir.is_dir() else None)
+        listing, where = _train_listing(spec, cfg)
+        sessions = sessions_from_index_lists(read_index_lists(folder), data, listing, where)
     else:
         seed = cfg.class_order_seed if getattr(cfg, "class_order_seed", None) is not None else f.get("seed")
         sessions = generic_sessions(data, int(f.get("base_classes", 0)), int(f.get("ways", 0)),
