@@ -22,6 +22,7 @@ from cfs.data.sources import (
     load_mnist,
     load_synthetic,
 )
+from cfs.data.cub import load_cub200
 from cfs.data.fewshot import load_cifar_fs, load_fc100, load_fewshot_imagefolder, load_mini_imagenet, load_omniglot
 from cfs.errors import CfsError, unknown
 
@@ -40,6 +41,7 @@ DATASETS: dict[str, Loader] = {
     "cifar-fs": load_cifar_fs,
     "fc100": load_fc100,
     "fewshot-imagefolder": load_fewshot_imagefolder,
+    "cub200": load_cub200,
 }
 
 
