@@ -8,20 +8,24 @@ else follows METHODS.md §1.2 ([PROPOSED] defaults, not the paper), including it
 measurement", which replaced the mean-only PAP term by a distribution-level anchor; the
 uncertain choices are options.
 
-* Frozen pre-trained backbone f plus an AdaptFormer-style adapter (64 units, scale 0.1), trained
-  on the first task only, then frozen (as in APER). Difference from the spec: the adapter sits
-  on the pooled features, not inside every ViT block (see :mod:`cfs.models.adapters`), so
-  training runs on cached frozen-backbone features (:func:`cfs.features.cached_features`).
-  METHODS.md notes this pooled adapter is close to a no-op; a real in-block / BN / SSF adapter
-  needs a core adapter mechanism (issue 11 item 2) and is not done here.
+* Frozen pre-trained backbone plus an adaptation trained on the first task only, then frozen
+  (as in APER): the core's :class:`cfs.first_task_adaptation.FirstTaskAdaptation`, ``-o
+  ncptm-cil.adapter=auto|adapter|bn|ssf|none`` (auto: AdaptFormer inside every block of a ViT,
+  as METHODS.md 1.2 specifies; APER-BN's BatchNorm re-estimation for CNNs such as
+  EfficientNet-Lite, where the spec's in-block adapter does not exist; the pooled adapter on
+  backbones with neither; ``none``: the frozen PTM's features). Its settings are APER's
+  (``adapter_epochs``/``adapter_lr``/``adapter_batch_size``; the official APER defaults).
+  ``representation=adapted`` (default, METHODS.md 1.2: f = the adapted features) or ``concat``
+  (APER's ``[PTM; adapted]``). Everything after the first task trains on cached features of
+  the frozen (adapted) backbone (:func:`cfs.features.cached_features`).
 * Projection head h: Linear(d, 2048), ReLU, Linear(2048, d'=512), LayerNorm, L2 normalisation.
 * Dynamic simplex ETF: a fixed seeded U (d' x K_max, orthonormal columns);
   E_K = sqrt(K/(K-1)) U[:, :K] (I - 11^T/K), regenerated whenever K grows; never learned.
 * ETF alignment (``loss=dot_regression``): L_align = 1/2 (z^T e_y - 1)^2 with
-  z = normalize(h(adapter(f(x)))); ``loss=ce``: CE over logits s z^T E_K (s = 16).
+  z = normalize(h(f)), f the representation above; ``loss=ce``: CE over logits s z^T E_K (s = 16).
 * PAP ("prototype alignment preservation", the expansion is a guess). For every old class c the
   mean mu_c and the diagonal variance sigma^2_c (unbiased; 0 for a single sample) of its
-  frozen adapter features are stored once, after the task that introduced it (the features
+  frozen representation f are stored once, after the task that introduced it (the features
   are frozen after task 1, so the statistics stay valid). L = L_align + lam_pap L_PAP with
   - ``pap=gaussian`` (default; METHODS.md §1.2 revision): every batch draws as many
     pseudo-features f~ ~ N(mu_c, diag sigma^2_c) as it has real samples, class-balanced over
@@ -49,7 +53,8 @@ from cfs import hookimpl
 from cfs.engine.state import RunState
 from cfs.errors import CfsError
 from cfs.features import cached_features, run_cache
-from cfs.models.adapters import FeatureAdapter, train_on_features
+from cfs.first_task_adaptation import VARIANTS, AdaptationOptions, FirstTaskAdaptation
+from cfs.models.adapters import train_on_features
 from cfs.models.prototypes import class_means, orthonormal_basis, simplex_etf
 from cfs.registry import Registry
 from cfs.strategy import Strategy
@@ -59,9 +64,13 @@ from cfs.strategy import Strategy
 class NcptmOptions:
     proj_dim: int = 512
     hidden: int = 2048
+    adapter: str = "auto"  # first-task adaptation: auto|adapter|bn|ssf|none (module doc)
+    representation: str = "adapted"  # adapted | concat ([PTM; adapted], as APER)
     adapter_dim: int = 64
     adapter_scale: float = 0.1
-    train_adapter: bool = True
+    adapter_epochs: int = 20
+    adapter_lr: float = 0.01
+    adapter_batch_size: int = 0  # 0: the variant's official batch (48 adapter, 128 bn/ssf)
     lam_pap: float = 1.0
     pap: str = "gaussian"
     loss: str = "dot_regression"
@@ -81,6 +90,10 @@ class NcptmOptions:
             raise ValueError(f"inference must be etf or ncm, not {self.inference!r}")
         if self.pap not in ("gaussian", "mean"):
             raise ValueError(f"pap must be gaussian or mean, not {self.pap!r}")
+        if self.adapter not in (*VARIANTS, "none"):
+            raise ValueError(f"adapter must be one of {', '.join((*VARIANTS, 'none'))}, got {self.adapter!r}")
+        if self.representation not in ("adapted", "concat"):
+            raise ValueError(f"representation must be adapted or concat, not {self.representation!r}")
         if self.lam_pap < 0:
             raise ValueError(f"lam_pap must be >= 0, got {self.lam_pap}")
 
@@ -147,16 +160,41 @@ class NcptmCil(Strategy):
 
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)
-        self.adapter: FeatureAdapter | None = None
+        o = self.options
+        self.adaptation = None if o.adapter == "none" else FirstTaskAdaptation(AdaptationOptions(
+            variant=o.adapter, adapter_dim=o.adapter_dim, adapter_scale=o.adapter_scale, epochs=o.adapter_epochs,
+            lr=o.adapter_lr, batch_size=o.adapter_batch_size, momentum=o.momentum, weight_decay=o.weight_decay))
         self.proj: Projection | None = None
         self.basis: torch.Tensor | None = None
-        self.means: torch.Tensor | None = None  # adapter-feature class means, row = label
+        self.means: torch.Tensor | None = None  # class means of the representation f, row = label
         self.variances: torch.Tensor | None = None  # their diagonal variances, row = label
         self.history: list[float] = []
+
+    @property
+    def adapter(self):
+        """The pooled adapter when the backbone has no blocks and no BatchNorm (else None)."""
+        return None if self.adaptation is None else self.adaptation.pooled
 
     def etf(self, k: int, device: torch.device) -> torch.Tensor:
         """(d', K) targets of the first K classes."""
         return simplex_etf(self.basis, k).float().to(device)
+
+    def _combine(self, ptm: torch.Tensor, adapted: torch.Tensor | None) -> torch.Tensor:
+        if adapted is None:
+            return ptm
+        return torch.cat([ptm, adapted], dim=1) if self.options.representation == "concat" else adapted
+
+    def train_representation(self, state: RunState) -> torch.Tensor:
+        """f of the experience's training images (the adaptation is fitted on the first call)."""
+        ptm = cached_features(state, state.train_data.x)
+        adapted = None if self.adaptation is None else self.adaptation.train_features(state, ptm)
+        return self._combine(ptm, adapted)
+
+    def representation(self, state: RunState, x: torch.Tensor) -> torch.Tensor:
+        """f of an already transformed evaluation batch."""
+        ptm = run_cache(state).prepared(state.model.backbone, x)
+        adapted = None if self.adaptation is None else self.adaptation.features(state, x, ptm)
+        return self._combine(ptm, adapted)
 
     def _setup(self, state: RunState, dim: int) -> None:
         o = self.options
@@ -165,19 +203,16 @@ class NcptmCil(Strategy):
             raise CfsError(f"ncptm-cil: proj_dim={o.proj_dim} cannot hold a simplex ETF of {k_max} classes; "
                            f"set -o ncptm-cil.proj_dim={k_max} or more")
         self.basis = orthonormal_basis(o.proj_dim, k_max, o.etf_seed)
-        self.adapter = FeatureAdapter(dim, o.adapter_dim, o.adapter_scale).to(state.device)
         self.proj = Projection(dim, o.hidden, o.proj_dim).to(state.device)
 
     @hookimpl
     def cfs_train_experience(self, state: RunState) -> bool:
         o = self.options
-        feats = cached_features(state, state.train_data.x)
+        feats = self.train_representation(state)
         labels = state.train_data.y.to(feats.device)
         if self.proj is None:
             self._setup(state, feats.shape[1])
         first = self.means is None
-        train_adapter = first and o.train_adapter
-        self.adapter.requires_grad_(train_adapter)
         E = self.etf(state.n_seen, feats.device)
         old = None if first else self.means.to(feats.device)
         old_var = None if first else self.variances.to(feats.device)
@@ -189,7 +224,7 @@ class NcptmCil(Strategy):
             return F.cross_entropy(o.ce_scale * z @ E, yb)
 
         def loss(fb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-            total = align(self.proj(self.adapter(fb)), yb)
+            total = align(self.proj(fb), yb)
             if old is not None and o.lam_pap:
                 if o.pap == "mean":
                     total = total + o.lam_pap * pap_loss(self.proj, old, E[:, : len(old)].T)
@@ -198,18 +233,14 @@ class NcptmCil(Strategy):
                     total = total + o.lam_pap * align(self.proj(f), yp)
             return total
 
-        params = list(self.proj.parameters()) + (list(self.adapter.parameters()) if train_adapter else [])
         self.proj.train()
         with torch.enable_grad():
-            self.history = train_on_features(params, loss, feats, labels, epochs=o.epochs, lr=o.lr,
-                                             batch_size=o.batch_size, momentum=o.momentum,
+            self.history = train_on_features(list(self.proj.parameters()), loss, feats, labels, epochs=o.epochs,
+                                             lr=o.lr, batch_size=o.batch_size, momentum=o.momentum,
                                              weight_decay=o.weight_decay, generator=state.generator)
         self.proj.eval()
-        self.adapter.requires_grad_(False)
         classes = state.experience.classes
-        with torch.no_grad():
-            adapted = self.adapter(feats)
-            new, new_var = class_means(adapted, labels, classes), class_variances(adapted, labels, classes)
+        new, new_var = class_means(feats, labels, classes), class_variances(feats, labels, classes)
         self.means = self._grow(old, new, classes, state.n_seen)
         self.variances = self._grow(old_var, new_var, classes, state.n_seen)
         return True
@@ -225,27 +256,24 @@ class NcptmCil(Strategy):
     @hookimpl
     def cfs_predict(self, state: RunState, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            z = self.proj(self.adapter(run_cache(state).prepared(state.model.backbone, x)))
+            z = self.proj(self.representation(state, x))
             if self.options.inference == "etf":
                 return z @ self.etf(state.n_seen, z.device)
             return z @ self.proj(self.means.to(z.device)).T
 
     def state_dict(self) -> dict[str, Any]:
-        def sd(m: nn.Module | None):
-            return None if m is None else {k: v.cpu() for k, v in m.state_dict().items()}
-
-        return {"adapter": sd(self.adapter), "proj": sd(self.proj), "basis": self.basis,
-                "means": None if self.means is None else self.means.cpu(),
+        return {"adaptation": None if self.adaptation is None else self.adaptation.state_dict(),
+                "proj": None if self.proj is None else {k: v.cpu() for k, v in self.proj.state_dict().items()},
+                "basis": self.basis, "means": None if self.means is None else self.means.cpu(),
                 "variances": None if self.variances is None else self.variances.cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         o = self.options
-        self.basis, self.means = state["basis"], state["means"]
-        self.variances = state.get("variances")
-        if state["adapter"] is not None:
-            dim = state["adapter"]["up.weight"].shape[0]
-            self.adapter = FeatureAdapter(dim, o.adapter_dim, o.adapter_scale)
-            self.adapter.load_state_dict(state["adapter"])
+        self.basis, self.means, self.variances = state["basis"], state["means"], state.get("variances")
+        if self.adaptation is not None and state.get("adaptation") is not None:
+            self.adaptation.load_state_dict(state["adaptation"])
+        if state["proj"] is not None:
+            dim = state["proj"]["net.0.weight"].shape[1]
             self.proj = Projection(dim, o.hidden, o.proj_dim)
             self.proj.load_state_dict(state["proj"])
             self.proj.eval()

@@ -338,7 +338,7 @@ def test_aper_cnn_state_round_trips(ptm_run, variant):
     x = state.transform(torch.cat([e.test.x for e in scenario.experiences]), train=False)
     assert torch.equal(fresh.cfs_predict(state=state, x=x), strat.cfs_predict(state=state, x=x))
     # a restored strategy saves the same adapted backbone again
-    assert round_trip(fresh).variant == variant and fresh.state_dict()["adapted"].keys() == strat.adapted.state_dict().keys()
+    assert round_trip(fresh).variant == variant and fresh.state_dict()["adaptation"]["adapted"].keys() == strat.adapted.state_dict().keys()
 
 
 def _tiny_vit(in_channels: int = 1, image_size: int = 4):
@@ -371,3 +371,41 @@ def test_aper_on_a_vit_trains_adaptformer_inside_the_blocks(ptm_run, ptm_pm):
     fresh = round_trip(strat)
     xt = state.transform(x, train=False)
     assert torch.equal(fresh.cfs_predict(state=state, x=xt), strat.cfs_predict(state=state, x=xt))
+
+
+# -- NCPTM-CIL on the core's first-task adaptation (issue 11 item 1: a real adapter) -----------
+
+def test_ncptm_on_a_cnn_reads_bn_adapted_features_by_default(ptm_run):
+    from _ptm_support import cnn_config
+
+    scenario = synthetic_scenario()
+    opts = {"epochs": 3, "hidden": 64, "proj_dim": 16, "adapter_epochs": 2}
+    result = ptm_run("ncptm-cil", scenario, **cnn_config(**{"ncptm-cil": opts}))
+    strat, state = result.state.strategies[0], result.state
+    assert strat.adaptation.variant == "bn" and strat.adapter is None
+    x = scenario.experiences[0].train.x
+    ptm = compute_features(state.model.backbone, state.transform, x, state.device)
+    adapted = compute_features(strat.adaptation.adapted, state.transform, x, state.device)
+    assert ((adapted - ptm).norm() / ptm.norm()).item() > 0.05
+    # the stored class statistics are those of the adapted features (METHODS.md 1.2: f = adapted)
+    c = scenario.experiences[0].classes[0]
+    assert torch.allclose(strat.means[c], adapted[scenario.experiences[0].train.y == c].mean(0), atol=1e-5)
+    # concat: [PTM; adapted]; none: the PTM features
+    both = ptm_run("ncptm-cil", scenario, **cnn_config(**{"ncptm-cil": {**opts, "representation": "concat"}}))
+    assert both.state.strategies[0].means.shape[1] == 2 * state.model.backbone.out_dim
+    plain = ptm_run("ncptm-cil", scenario, **cnn_config(**{"ncptm-cil": {**opts, "adapter": "none"}}))
+    assert plain.state.strategies[0].adaptation is None
+    assert torch.allclose(plain.state.strategies[0].means[c], ptm[scenario.experiences[0].train.y == c].mean(0), atol=1e-5)
+
+
+def test_ncptm_with_an_adapted_cnn_round_trips(ptm_run):
+    from _ptm_support import cnn_config
+    from continual.test_state_round_trip import round_trip
+
+    scenario = synthetic_scenario()
+    result = ptm_run("ncptm-cil", scenario, **cnn_config(**{"ncptm-cil": {
+        "epochs": 2, "hidden": 32, "proj_dim": 16, "adapter": "ssf", "adapter_epochs": 2}}))
+    strat, state = result.state.strategies[0], result.state
+    fresh = round_trip(strat)
+    x = state.transform(torch.cat([e.test.x for e in scenario.experiences]), train=False)
+    assert torch.equal(fresh.cfs_predict(state=state, x=x), strat.cfs_predict(state=state, x=x))
