@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from cfs.data.arrays import ArrayDataset
+from cfs.engine.distributed import map_sharded
 from cfs.errors import CfsError
 
 SELECTIONS = ("herding", "reservoir")
@@ -211,10 +212,12 @@ def store_experience(memory: ClassBalancedMemory, state) -> None:
 @torch.no_grad()
 def embed_raw(state, x: torch.Tensor, batch_size: int = 512, model: torch.nn.Module | None = None) -> torch.Tensor:
     """Features of raw images ``x`` under the run's test transform, ``model`` (default the
-    run's) in eval mode: the features herding and class means are computed from."""
+    run's) in eval mode: the features herding and class means are computed from. ``x`` is the
+    same on every rank (a memory, an experience's data): in a distributed run each rank embeds
+    a part and the parts are gathered, so selections see the same bits everywhere."""
     model = state.model if model is None else model
     was_training = model.training
     model.eval()
-    out = [model.features(state.prepare(x[i : i + batch_size])).float() for i in range(0, len(x), batch_size)]
+    out = map_sharded(lambda xb: model.features(state.prepare(xb)).float(), x, batch_size)
     model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0)
+    return out
