@@ -98,3 +98,26 @@ def test_derpp_buffer_holds_images_labels_and_logits(digits):
     assert len(derpp.buffer) == 500 and derpp.buffer.seen > 500
     assert set(derpp.buffer.y.tolist()) == set(range(10))  # a reservoir keeps every class
     assert derpp.buffer.logits.shape == (500, 10)
+
+
+def test_fused_ewc_penalty_equals_the_per_parameter_loop_and_its_gradient():
+    from cfs_plugins.ewc import quadratic_penalty
+
+    g = torch.Generator().manual_seed(0)
+    # a grown head: its weight and bias have 2 more rows than their Fisher and anchor
+    params = [torch.randn(4, 3, generator=g), torch.randn(6, 4, generator=g), torch.randn(6, generator=g),
+              torch.randn((), generator=g)]
+    fisher = [torch.rand(4, 3, generator=g), torch.rand(4, 4, generator=g), torch.rand(4, generator=g),
+              torch.rand((), generator=g)]
+    anchor = [torch.randn(f.shape, generator=g) for f in fisher]
+    fused = [p.clone().requires_grad_() for p in params]
+    looped = [p.clone().requires_grad_() for p in params]
+    value = quadratic_penalty(fused, fisher, anchor)
+    expected = sum((f * ((p[: f.shape[0]] if p.dim() else p) - a).pow(2)).sum()
+                   for p, f, a in zip(looped, fisher, anchor))  # the loop this replaced
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    value.backward()
+    expected.backward()
+    for a, b in zip(fused, looped):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6)
+    assert fused[1].grad[4:].abs().sum() == 0  # rows added after the Fisher are not penalised

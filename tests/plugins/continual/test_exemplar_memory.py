@@ -75,3 +75,69 @@ def test_reservoir_stores_logits_of_growing_width():
     buf.add(torch.zeros(2, 1), torch.tensor([2, 3]), torch.full((2, 4), 2.0))
     assert buf.logits.shape == (4, 4) and buf.widths.tolist() == [2, 2, 4, 4]
     assert buf.logits[0].tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+def _reference_herding(features: torch.Tensor, m: int) -> list[int]:
+    """The distance formula of METHODS.md 11.3, one candidate distance per row per step."""
+    phi = torch.nn.functional.normalize(features.float(), dim=1)
+    mu, running = phi.mean(0), torch.zeros(phi.shape[1])
+    available, chosen = torch.ones(len(phi), dtype=torch.bool), []
+    for k in range(1, min(m, len(phi)) + 1):
+        dist = (mu - (running + phi) / k).norm(dim=1).masked_fill(~available, float("inf"))
+        i = int(dist.argmin())
+        chosen.append(i)
+        available[i] = False
+        running += phi[i]
+    return chosen
+
+
+@pytest.mark.parametrize("n, dim, m", [(200, 16, 200), (300, 64, 30), (400, 8, 150)])
+@pytest.mark.parametrize("gram_rows", [0, 10_000])  # matrix-vector steps; precomputed Gram matrix
+def test_vectorised_herding_picks_what_the_distance_formula_picks(n, dim, m, gram_rows, monkeypatch):
+    import cfs.memory
+
+    monkeypatch.setattr(cfs.memory, "GRAM_ROWS", gram_rows)
+    feats = torch.randn(n, dim, generator=torch.Generator().manual_seed(n + dim))
+    feats[5] = feats[3]  # an exact tie: the first index wins in both
+    assert herding_order(feats, m).tolist() == _reference_herding(feats, m)
+
+
+def test_memory_dataset_is_built_once_and_rebuilt_when_the_memory_changes():
+    mem = ClassBalancedMemory(budget=12, selection="reservoir")
+    g = torch.Generator().manual_seed(0)
+    mem.update(_classes([0, 1]), generator=g)
+    first = mem.dataset()
+    assert mem.dataset() is first and len(first) == 12  # reused while nothing changed
+    mem.update(_classes([2, 3]), generator=g)
+    second = mem.dataset()
+    assert second is not first and mem.counts() == {0: 3, 1: 3, 2: 3, 3: 3}
+    assert second.y.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    assert torch.equal(second.x[:3], first.x[:3])  # class 0 shrunk to its first three
+    mem.load_state_dict(mem.state_dict())
+    assert mem.dataset() is not second and torch.equal(mem.dataset().x, second.x)
+
+
+def test_batch_replay_draws_from_the_whole_memory_with_matching_labels():
+    from types import SimpleNamespace
+
+    from cfs.engine.batch import Batch
+    from cfs_plugins.replay import Replay, ReplayOptions
+
+    replay = Replay(ReplayOptions(budget=40, selection="reservoir", mode="batch"))
+    # pixel value = 10 * label + index within its class, so a row's label can be read from it
+    y = torch.arange(8).repeat_interleave(20)
+    x = (10 * y + torch.arange(160) % 10).to(torch.uint8).view(-1, 1, 1, 1)
+    replay.memory.update(ArrayDataset(x, y), generator=torch.Generator().manual_seed(1))
+    state = SimpleNamespace(generator=torch.Generator().manual_seed(2),
+                            prepare=lambda raw, train=False: raw.float())
+    drawn = []
+    for _ in range(50):
+        state.batch = Batch(torch.zeros(16, 1, 1, 1), torch.zeros(16, dtype=torch.long))
+        replay.cfs_before_batch(state)
+        seg = state.batch.segment("replay")
+        rows_x, rows_y = state.batch.x[seg.start:seg.stop], state.batch.y[seg.start:seg.stop]
+        assert seg.stop - seg.start == 16 and state.batch.replayed[16:].all()
+        assert torch.equal(rows_x.flatten().long() // 10, rows_y)  # every image with its own label
+        drawn.append(rows_x.flatten())
+    stored = set(replay.memory.dataset().x.flatten().tolist())
+    assert set(torch.cat(drawn).long().tolist()) == stored  # 800 draws reach all 40 exemplars
