@@ -1,8 +1,10 @@
 """``cfs report RUN_DIR... [--out DIR]``: compare finished runs as Markdown, HTML and PNG plots.
 
 Runs are labelled by the settings that differ between them, runs that differ only in their
-seed are aggregated as mean ± std (the per-seed rows follow), and run folders that are not
-finished (``run.json`` status) are skipped with one line each on stderr."""
+seed are aggregated as mean ± std (the per-seed rows follow; ``seeds.csv`` has the unrounded
+numbers), and run folders that are not finished (``run.json`` status) are skipped with one line
+each on stderr. A ``cfs sweep`` folder is read like a folder of runs, with a line on how many of
+its points finished."""
 
 from __future__ import annotations
 
@@ -21,11 +23,13 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
         description="Compare finished runs. Each run is labelled by the settings that differ between the runs "
                     "(strategy, backbone, epochs, options, seed, ...), shown as columns; runs that differ only in "
                     "their seed are one row, mean ± sample standard deviation, followed by the per-seed rows. "
-                    "Values that were not measured are blank. Unfinished run folders are skipped with one line "
-                    "each on stderr.")
+                    "Values that were not measured are blank; seeds.csv holds each seed group's mean and std unrounded. "
+                    "Unfinished run folders are skipped with one line each on stderr; for a `cfs sweep` folder the "
+                    "report also says which of its points did not finish.")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="a folder written by `cfs bench` (or a folder of such folders; hidden ones are ignored)")
-    p.add_argument("--out", default="report", help="folder for report.md, report.html and the plots (default: report)")
+                   help="a folder written by `cfs bench`, a folder of such folders (hidden ones are ignored) or a "
+                        "`cfs sweep` folder")
+    p.add_argument("--out", default="report", help="folder for report.md, report.html, seeds.csv and the plots (default: report)")
 
 
 def run(args: argparse.Namespace) -> int:

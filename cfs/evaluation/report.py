@@ -14,6 +14,10 @@ Runs that differ only in their seed are one row, mean ± standard deviation over
 before the per-seed rows. A value that was not measured is a blank cell, not a zero. Only
 finished runs are read: a folder whose ``run.json`` says another status is skipped with a line
 on stderr.
+
+A ``cfs sweep`` folder is a folder of runs like any other; its ``sweep.json`` adds a line
+saying how many of its points finished and naming the others, and ``seeds.csv`` holds every
+seed group's mean and sample standard deviation of each summary number, unrounded.
 """
 
 from __future__ import annotations
@@ -373,9 +377,75 @@ def html_page(runs: list[Run], md: str, figures: list[tuple[str, Path]]) -> str:
             f"<h2>Plots</h2>\n{''.join(imgs)}\n<h2>Runs</h2><ul>{sources}</ul></body></html>\n")
 
 
+# ------------------------------------------------------------------------------ sweeps and seed groups
+def sweep_lines(paths: Iterable[str | Path]) -> list[str]:
+    """For each argument that is a ``cfs sweep`` folder (it holds ``sweep.json``): how many of
+    its points finished, and which did not (a point that never started has no run folder, so
+    only the sweep's record can tell that it is missing from the tables)."""
+    lines = []
+    for p in map(Path, paths):
+        path = p / "sweep.json"
+        try:
+            sweep = json.loads(path.read_text()) if path.is_file() else None
+        except (OSError, ValueError, UnicodeDecodeError):
+            raise CfsError(f"{str(p)!r}: sweep.json is not valid JSON") from None
+        if not isinstance(sweep, dict) or not isinstance(sweep.get("points"), list):
+            continue
+        points = [q for q in sweep["points"] if isinstance(q, dict)]
+        done = sum(q.get("status") == "finished" for q in points)
+        lines.append(md_escape(f"Sweep {p}: {done} of {len(points)} runs finished "
+                               f"({sweep.get('backend', '?')} backend)."))
+        for q in points:
+            if q.get("status") != "finished":
+                why = f": {q['error']}" if q.get("error") else ""
+                lines.append(md_escape(f"Not in the tables: {q.get('name')} ({q.get('status')}{why})."))
+    return lines
+
+
+def _numbers(mapping: Any, prefix: str = "") -> dict[str, float]:
+    """The finite numbers of a (nested) mapping, keys joined with ``.``."""
+    out: dict[str, float] = {}
+    for key, value in (mapping or {}).items() if isinstance(mapping, dict) else ():
+        if isinstance(value, dict):
+            out.update(_numbers(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[f"{prefix}{key}"] = float(value)
+    return out
+
+
+def write_seed_csv(runs: list[Run], path: Path) -> Path:
+    """``seeds.csv``: one row per seed group (runs that differ only in their seed), with the
+    number of seeds and, for every summary number and the run time, the mean and the sample
+    standard deviation over the seeds (blank with one seed): the tables' numbers, unrounded."""
+    import csv
+
+    groups = [(kind, g) for kind in dict.fromkeys(r.kind for r in runs)
+              for g in seed_groups([r for r in runs if r.kind == kind])]
+    values = [[{**_numbers(r.metrics.get("summary")), **_numbers(r.metrics.get("time"), "time.")} for r in g]
+              for _, g in groups]
+    keys: list[str] = []
+    for group in values:
+        for v in group:
+            keys += [k for k in v if k not in keys]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["kind", "run", "scenario", "strategy", "seeds", "seed_list"]
+                   + [f"{k}_{stat}" for k in keys for stat in ("mean", "std")])
+        for (kind, group), numbers in zip(groups, values):
+            first = group[0]
+            row: list[Any] = [kind, first.group or first.label, first.setting("scenario"), first.strategy, len(group),
+                              " ".join(r.setting("seed") for r in group)]
+            for k in keys:
+                xs = [v[k] for v in numbers if k in v]
+                row += [statistics.fmean(xs) if xs else "", statistics.stdev(xs) if len(xs) > 1 else ""]
+            w.writerow(row)
+    return path
+
+
 def write_report(run_dirs: Iterable[str | Path], out: Path, kinds: Registry | None = None) -> dict[str, Path]:
-    """Write ``report.md``, ``report.html`` and the PNG plots into ``out``. ``kinds``: the
-    registered scenario kinds (default: the first-party ones)."""
+    """Write ``report.md``, ``report.html``, ``seeds.csv`` and the PNG plots into ``out``.
+    ``kinds``: the registered scenario kinds (default: the first-party ones)."""
+    run_dirs = list(run_dirs)
     runs = load_runs(run_dirs)
     kinds = kinds if kinds is not None else default_manager().kinds
     for r in runs:  # a run of a kind no loaded plugin registers: one line, nothing written
@@ -385,8 +455,11 @@ def write_report(run_dirs: Iterable[str | Path], out: Path, kinds: Registry | No
     sections = report_sections(runs, kinds, out)
     figures = [fig for section in sections for fig in section.figures]
     md = "\n\n".join(section.markdown.strip() for section in sections if section.markdown.strip()) + "\n"
+    sweeps = sweep_lines(run_dirs)
+    if sweeps:
+        md = "\n".join(sweeps) + "\n\n" + md
     figure_list = "\n".join(f"![{md_escape(caption)}]({path.name})" for caption, path in figures)
     (out / "report.md").write_text("# cfs report\n\n" + md + "\n" + figure_list + "\n")
     (out / "report.html").write_text(html_page(runs, md, figures))
-    return {"markdown": out / "report.md", "html": out / "report.html",
+    return {"markdown": out / "report.md", "html": out / "report.html", "seeds": write_seed_csv(runs, out / "seeds.csv"),
             **{path.stem: path for _, path in figures}}
