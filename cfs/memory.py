@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from cfs.data.arrays import ArrayDataset
-from cfs.engine.distributed import map_sharded
+from cfs.engine.distributed import gather_varying, map_sharded
 from cfs.errors import CfsError
 
 SELECTIONS = ("herding", "reservoir")
@@ -217,14 +217,15 @@ class ReservoirBuffer:
 def offer_incoming(buffer: ReservoirBuffer, state, logits: torch.Tensor | None = None) -> None:
     """Offer the current batch's incoming rows (never replayed ones) to a reservoir, as raw
     images from ``state.train_data`` (provenance: :mod:`cfs.engine.batch`), with their
-    ``logits`` rows when given (DER's targets)."""
+    ``logits`` rows when given (DER's targets). In a distributed run the rows of every rank's
+    share of the global batch are offered, in rank order, so every rank keeps the same buffer."""
     batch = state.batch
-    rows = batch.incoming_index
+    keep = batch.incoming
+    rows, y = gather_varying(batch.incoming_index), gather_varying(batch.y[keep])
+    z = None if logits is None else gather_varying(logits.detach()[keep])
     if not len(rows):
         return
-    keep = batch.incoming
-    buffer.add(state.train_data.x[rows], batch.y[keep], None if logits is None else logits.detach()[keep],
-               generator=state.generator)
+    buffer.add(state.train_data.x[rows], y, z, generator=state.generator)
 
 
 def store_experience(memory: ClassBalancedMemory, state) -> None:

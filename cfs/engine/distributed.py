@@ -24,7 +24,8 @@ How a distributed run stays one run:
 * **Identical memories.** Every rank holds the full data of the experience and draws every
   selection from the same seeded generator; features used for a selection (herding, class
   means) are computed sharded and all-gathered (:func:`map_sharded`), so every rank sees the
-  same bits. Augmentation draws come from a per-rank generator
+  same bits; rows offered to a reservoir during a step are gathered from every rank
+  (:func:`gather_varying`) and offered in rank order. Augmentation draws come from a per-rank generator
   (``RunState.augment_generator``), so ranks neither repeat each other's crops nor let the
   shared generator drift apart.
 * **BatchNorm statistics** are averaged over ranks at the end of every epoch and before every
@@ -34,7 +35,8 @@ How a distributed run stays one run:
   predictions gathered in order for the confusion matrix.
 * Only rank 0 (:func:`is_main`) writes run folders, results and checkpoints.
 
-Backends: ``gloo`` on CPU, ``nccl`` on CUDA (each rank on ``cuda:LOCAL_RANK``).
+Backends: ``gloo`` on CPU, ``nccl`` on CUDA (each rank on ``cuda:LOCAL_RANK``; ``gloo``
+through host memory when ranks share a GPU, for checks on a one-GPU machine).
 """
 
 from __future__ import annotations
@@ -87,10 +89,19 @@ def is_main() -> bool:
 
 
 def run_device(device: torch.device) -> torch.device:
-    """The device of this rank: ``cuda`` becomes ``cuda:LOCAL_RANK`` in a distributed run."""
+    """The device of this rank: ``cuda`` becomes ``cuda:LOCAL_RANK`` in a distributed run (ranks
+    share the GPUs round-robin when there are more ranks than GPUs)."""
     if launched() and device.type == "cuda" and device.index is None:
-        return torch.device("cuda", local_rank())
+        return torch.device("cuda", local_rank() % max(1, torch.cuda.device_count()))
     return device
+
+
+def backend(device: torch.device) -> str:
+    """``nccl`` when every rank has a GPU of its own, ``gloo`` otherwise (on the CPU, and when
+    ranks share a GPU, which NCCL refuses)."""
+    if device.type == "cuda" and world_size() <= torch.cuda.device_count():
+        return "nccl"
+    return "gloo"
 
 
 def init(device: torch.device) -> None:
@@ -106,9 +117,9 @@ def init(device: torch.device) -> None:
                            f"torchrun --nproc_per_node N -m cfs bench ...")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30),
-                            device_id=device if device.type == "cuda" else None)
+    name = backend(device)
+    dist.init_process_group(name, timeout=datetime.timedelta(minutes=30),
+                            device_id=device if name == "nccl" else None)
 
 
 def shutdown() -> None:
@@ -184,6 +195,24 @@ def gather_rows(t: torch.Tensor, total: int) -> torch.Tensor:
     base, extra = divmod(total, n)
     rows = [p[: base + (1 if r < extra else 0)] for r, p in enumerate(parts)]
     return torch.cat(rows).to(t.device)
+
+
+def gather_varying(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``t`` concatenated in rank order, when ranks hold different numbers of rows
+    (one extra exchange of the sizes). Used for what enters a memory during a step."""
+    n = world_size()
+    if n == 1 or not is_distributed():
+        return t
+    size = _comm_device(torch.tensor([len(t)], device=t.device))
+    sizes = [torch.zeros_like(size) for _ in range(n)]
+    dist.all_gather(sizes, size)
+    counts = [int(c) for c in torch.cat(sizes).tolist()]
+    buf = torch.zeros((max(counts), *t.shape[1:]), dtype=t.dtype, device=t.device)
+    buf[: len(t)] = t
+    buf = _comm_device(buf)
+    parts = [torch.empty_like(buf) for _ in range(n)]
+    dist.all_gather(parts, buf)
+    return torch.cat([p[:c] for p, c in zip(parts, counts)]).to(t.device)
 
 
 def map_sharded(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int) -> torch.Tensor:
