@@ -117,6 +117,9 @@ class Conv4(nn.Module):
 
     def __init__(self, in_channels: int, image_size: int, hidden: int = 64, transductive_bn: bool = False) -> None:
         super().__init__()
+        if image_size < 16:  # four 2x2 max-pools: an 8x8 image is empty after the fourth
+            raise CfsError(f"conv4 needs images of at least 16x16 (four 2x2 poolings), got {image_size}x{image_size}; "
+                           f"decode larger with --image-size 28 or choose another --backbone")
         layers: list[nn.Module] = []
         cin = in_channels
         for _ in range(4):

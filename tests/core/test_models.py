@@ -65,3 +65,11 @@ def test_local_checkpoint_is_unwrapped_and_checked(tmp_path):
         timm_backbone("resnet18", in_channels=3, image_size=32, weights=str(path))
     with pytest.raises(CfsError, match="no such file"):
         timm_backbone("resnet18", in_channels=3, image_size=32, weights=str(tmp_path / "missing.pth"))
+
+
+def test_conv4_refuses_images_its_four_poolings_would_empty():
+    from cfs.errors import CfsError
+
+    with pytest.raises(CfsError, match="at least 16x16"):
+        conv4(in_channels=1, image_size=8)
+    assert conv4(in_channels=1, image_size=16)(torch.zeros(2, 1, 16, 16)).shape == (2, 64)
