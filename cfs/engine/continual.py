@@ -143,7 +143,7 @@ class ContinualLoop:
         data = s.train_data
         n = len(data)
         joined = n > s.n_incoming_rows  # rows from a memory follow the experience's own
-        order = torch.randperm(n, generator=s.generator).to(s.device)
+        order = self.batch_order(n)
         s.model.train()
         losses: list[torch.Tensor] = []
         sizes: list[int] = []
@@ -177,6 +177,7 @@ class ContinualLoop:
             sizes.append(batch.n_drawn)
             h.cfs_after_batch(state=s)
             s.iteration += 1
+            self.after_step()
             if bar is not None:
                 bar.update(batch.n_drawn)
                 if s.step_in_epoch % 10 == 0:
@@ -185,6 +186,15 @@ class ContinualLoop:
             bar.close()
         loss_sum, correct, counted = self._epoch_statistics(losses, sizes, outputs, targets)
         return loss_sum, correct, n, counted
+
+    def batch_order(self, n: int) -> torch.Tensor:
+        """The order in which an epoch visits the ``n`` training rows: a seeded shuffle. A loop
+        of another kind may override it (the online loop keeps its stream's order)."""
+        return torch.randperm(n, generator=self.state.generator).to(self.state.device)
+
+    def after_step(self) -> None:
+        """Called after every training batch (after ``cfs_after_batch``); nothing here. A loop
+        of another kind may override it (the online loop evaluates every K batches)."""
 
     @staticmethod
     def _epoch_statistics(losses: list[torch.Tensor], sizes: list[int], outputs: list[torch.Tensor],
