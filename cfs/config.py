@@ -44,6 +44,7 @@ class RunConfig:
     download: bool = False
     split: str | None = None
     class_order_seed: int | None = None
+    class_order: str = "seed"  # seed, curriculum or file:PATH (cfs.scenarios.curriculum)
     max_train_per_class: int | None = None
     image_size: int | None = None  # decode image-file data sets at N x N
     eval_seen_only: bool = False  # evaluate only the experiences trained so far (quick runs)
@@ -265,6 +266,10 @@ def check(cfg: RunConfig) -> None:
         value = getattr(cfg, key)
         if value is not None and not 0 <= value <= SEED_MAX:
             raise CfsError(f"config key {key!r} must be between 0 and 2**32-1, got {value}")
+    if cfg.class_order != "seed":
+        from cfs.scenarios.curriculum import parse_class_order
+
+        parse_class_order(cfg.class_order)
     if cfg.weights is not None and not cfg.backbone.startswith("timm:"):
         raise CfsError(f"--weights applies only to timm backbones (--backbone timm:<model>), not "
                        f"{cfg.backbone!r}; remove it or pick a timm backbone")

@@ -15,7 +15,7 @@ class Finetune(Strategy):
     """Naive sequential training (lower bound: catastrophic forgetting)."""
 
     name = "finetune"
-    compatibility = frozenset({"class-incremental", "fscil"})
+    compatibility = frozenset({"class-incremental", "fscil", "online"})
     bench_default = True
 
 

@@ -22,7 +22,7 @@ from cfs.scenarios.base import Scenario
 NAME = "bench"
 
 BENCH_KEYS = ("scenario", "strategies", "loggers", "epochs", "batch_size", "lr", "seed", "device", "backbone", "head",
-              "optimizer", "schedule", "momentum", "weight_decay", "data_root", "split", "class_order_seed", "max_train_per_class",
+              "optimizer", "schedule", "momentum", "weight_decay", "data_root", "split", "class_order_seed", "class_order", "max_train_per_class",
               "weights", "memory_format", "download", "amp", "pretrained", "out", "meta_iterations", "meta_batch", "val_interval",
               "val_episodes", "test_episodes", "n_way", "k_shot", "q_query", "train_n_way",
               "image_size", "eval_seen_only", "checkpoint_epochs", "checkpoint_minutes", "checkpoint_min_seconds", "on_nan",
@@ -75,6 +75,9 @@ def add_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
         ("data-root", str, "folder holding the data set (default: none; embedded data sets need none)"),
         ("split", str, "class split: a number of experiences or B<base>-Inc<k>, e.g. B50-Inc10"),
         ("class-order-seed", int, "seed of the class order (PyCIL's np.random.seed(1993) permutation)"),
+        ("class-order", str, "class order: seed (by --class-order-seed), curriculum (the Curriculum Designer's "
+                             "order from a first-pass extractor's class similarities) or file:PATH (class ids "
+                             "in order) (default: seed)"),
         ("max-train-per-class", int, "keep at most N training images per class, for quick runs (default: all)"),
         ("image-size", int, "decode image-file data sets (image folders, Omniglot, mini-ImageNet) at N x N "
                             "(default: the data set's own size)"),

@@ -40,6 +40,9 @@ class Scenario:
     #: Few-shot scenarios (kind ``episodic``) have no experiences; their data and meta-train /
     #: val / test class sets live here (:class:`cfs.scenarios.episodic.EpisodicSetup`).
     episodic: Any = None
+    #: How the class order was chosen (``--class-order``: seed, file or curriculum, and its
+    #: details); recorded in ``run.json``.
+    class_order_from: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -56,4 +59,5 @@ class Scenario:
             "train_sizes": [len(e.train) for e in self.experiences],
             "test_sizes": [len(e.test) for e in self.experiences],
             **({"episodic": self.episodic.describe()} if self.episodic is not None else {}),
+            **({"class_order_from": self.class_order_from} if self.class_order_from else {}),
         }

@@ -22,7 +22,7 @@ from cfs.errors import CfsError
 from cfs.kinds import ScenarioKind, default_manager, kind_for
 from cfs.registry import Registry
 from cfs.scenarios.base import Scenario
-from cfs.scenarios.class_incremental import build_stream, class_order, split_classes
+from cfs.scenarios.class_incremental import build_stream, split_classes
 
 
 def transform_for(spec: dict, data: DataSplit) -> BatchTransform:
@@ -41,16 +41,19 @@ def transform_for(spec: dict, data: DataSplit) -> BatchTransform:
 
 
 def build_class_incremental(spec: dict, cfg: Any, data: DataSplit) -> Scenario:
-    """Class order by seed (``--class-order-seed`` overrides), then ``--split`` or the protocol's."""
-    seed = cfg.class_order_seed if getattr(cfg, "class_order_seed", None) is not None else spec.get("class_order_seed")
-    order = class_order(data.num_classes, seed)
+    """Class order by ``--class-order`` (seed: ``--class-order-seed`` overrides the protocol's;
+    a file; the Curriculum Designer, :mod:`cfs.scenarios.curriculum`), then ``--split`` or the
+    protocol's."""
+    from cfs.scenarios.curriculum import resolve_class_order
+
+    order, source = resolve_class_order(cfg, spec, data)
     steps = split_classes(data.num_classes, getattr(cfg, "split", None) or spec["split"])
     names = [data.train.class_names[c] for c in order] if data.train.class_names else []
     return Scenario(
         name=spec["name"], kind="class-incremental", experiences=build_stream(data, order, steps),
         class_order=order, class_names=names, transform=transform_for(spec, data),
         input_shape=data.input_shape, defaults=dict(spec.get("defaults") or {}),
-        description=spec.get("description", ""),
+        description=spec.get("description", ""), class_order_from=source,
     )
 
 

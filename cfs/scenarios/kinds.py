@@ -6,6 +6,9 @@
   per-session accuracy, base/novel split and its session tables.
 * ``episodic``: N-way K-shot episodes; the meta-learning loop; mean accuracy with its 95 %
   interval.
+* ``online``: a class-incremental stream learnt in one pass of small batches
+  (:mod:`cfs.scenarios.online`); the accuracy-matrix metrics of the task ends plus average
+  anytime accuracy over the evaluation points of the stream.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from cfs import hookimpl
 from cfs.data.arrays import DataSplit
 from cfs.engine.continual import ContinualLoop
 from cfs.engine.episodic import EpisodicLoop
-from cfs.evaluation import continual, episodic, fscil
+from cfs.evaluation import continual, episodic, fscil, online
 from cfs.evaluation.table import format_table
 from cfs.kinds import ReportSection, ScenarioKind
 from cfs.registry import Registry
@@ -27,6 +30,7 @@ from cfs.scenarios.base import Scenario
 from cfs.scenarios.builtin import build_class_incremental
 from cfs.scenarios.episodic import build_episodic
 from cfs.scenarios.fscil import build_fscil
+from cfs.scenarios.online import OnlineLoop, build_online
 
 
 class ClassIncremental(ScenarioKind):
@@ -79,6 +83,28 @@ class FSCIL(ClassIncremental):
         return fscil.fscil_report(runs, out)
 
 
+class Online(ClassIncremental):
+    """Online class-incremental: one pass of small batches, anytime evaluation, AAA."""
+
+    name = "online"
+    loop = OnlineLoop
+
+    def build(self, spec: dict, cfg: Any, data: DataSplit) -> Scenario:
+        return build_online(spec, cfg, data)
+
+    def metrics(self, result: Any) -> dict[str, Any]:
+        return online.online_metrics(result, super().metrics(result))
+
+    def table(self, rows: list[dict[str, Any]]) -> str:
+        return online.online_table(rows)
+
+    def header(self, scenario: Scenario, cfg: Any) -> str:
+        setup = scenario.online
+        return (f"scenario {scenario.name} (online, one pass): {len(scenario.experiences)} tasks, "
+                f"{scenario.num_classes} classes, batch {cfg.batch_size}, evaluated every {setup.eval_every} "
+                f"batches and at task ends, boundaries {setup.boundaries}, backbone {cfg.backbone}, seed {cfg.seed}")
+
+
 class Episodic(ScenarioKind):
     """Few-shot episodes (N-way K-shot): meta-train, validate, meta-test; accuracy +- 95 % CI."""
 
@@ -110,5 +136,5 @@ class Episodic(ScenarioKind):
 
 @hookimpl
 def cfs_add_scenario_kinds(registry: Registry) -> None:
-    for kind in (ClassIncremental(), FSCIL(), Episodic()):
+    for kind in (ClassIncremental(), FSCIL(), Online(), Episodic()):
         registry.add(kind)
