@@ -76,16 +76,21 @@ def as_online(scenario: Scenario, eval_every: int = 100, boundaries: str = "visi
     return OnlineScenario(**values, online=OnlineSetup(eval_every, boundaries))
 
 
-def check_single_pass(epochs: int) -> None:
-    """Online learning sees every sample once: any other epoch count is a one-line error."""
+def check_online_config(cfg: Any) -> None:
+    """Online learning sees every sample once (any other epoch count is a one-line error) and
+    every evaluation point measures the whole test set (``--eval-seen-only`` does not apply)."""
+    epochs = int(getattr(cfg, "epochs", 1))
     if epochs != 1:
         raise CfsError(f"online scenarios make a single pass over the stream: --epochs must be 1, not {epochs}")
+    if getattr(cfg, "eval_seen_only", False):
+        raise CfsError("--eval-seen-only does not apply to online scenarios: every evaluation point measures "
+                       "the whole test set")
 
 
 def build_online(spec: dict, cfg: Any, data: DataSplit) -> OnlineScenario:
     """A protocol file of ``kind: online``: the class-incremental stream of the same keys
     (data set, split, class order) plus its ``online:`` block (``eval_every``, ``boundaries``)."""
-    check_single_pass(int(getattr(cfg, "epochs", 1)))
+    check_online_config(cfg)
     block = dict(spec.get("online") or {})
     unknown = sorted(set(block) - {"eval_every", "boundaries"})
     if unknown:
@@ -121,7 +126,7 @@ class OnlineLoop(ContinualLoop):
 
     def run(self) -> RunState:
         s, h = self.state, self.hooks
-        check_single_pass(s.config.epochs)
+        check_online_config(s.config)
         s.extra["online"] = self.setup
         s.extra["online_points"] = self.points
         h.cfs_before_run(state=s)

@@ -138,6 +138,8 @@ def test_hidden_boundaries_head_covers_every_class_from_the_start():
 def test_online_needs_a_single_pass():
     with pytest.raises(CfsError, match="single pass"):
         testing.run("finetune", scenario=stream(), epochs=2)
+    with pytest.raises(CfsError, match="eval-seen-only"):
+        testing.run("finetune", scenario=stream(), epochs=1, eval_seen_only=True)
     with pytest.raises(CfsError, match="boundaries"):
         as_online(testing.synthetic_stream(), boundaries="sometimes")
 
