@@ -25,11 +25,21 @@ def cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def published(ref: dict) -> str:
+    """A row's published reference as the table shows it: the paper's number, its +- where
+    given, where it comes from, and the tolerance the verdict used."""
+    pm = f" ± {ref['plus_minus']:g}" if ref.get("plus_minus") is not None else ""
+    return (f"published {ref['method']} {ref['value']:g}{pm} ({ref['source']}); "
+            f"reproduced means within {ref['tolerance']:g} points")
+
+
 def render(rows: list[dict]) -> str:
     lines = ["| claim (source) | cfs setting | result, mean ± std over seeds | verdict | command |",
              "|---|---|---|---|---|"]
     for row in rows:
         results = "; ".join(f"{m} {mean:.1f} ± {std:.1f}" for m, (mean, std) in row["summary"].items())
+        if row.get("reference"):
+            results += "; " + published(row["reference"])
         seeds = ",".join(str(s) for s in row["seeds"])
         lines.append(f"| {cell(row['claim'])} ({cell(row['source'])}) | {cell(row['setting'])} | "
                      f"{cell(results)} ({cell(row['metric'])}; seeds {seeds}) | **{row['verdict']}** | "

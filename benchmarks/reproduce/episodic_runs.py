@@ -1,0 +1,68 @@
+"""Reading finished ``cfs bench`` episodic run folders and pairing two methods per test episode.
+
+cfs draws a run's validation and test episodes from the run seed only, so two strategies of the
+same seed are tested on the same episodes; a per-episode difference is then a paired
+comparison, much tighter than the difference of two means. The few-shot ledger scripts
+(``fewshot.py``, ``stn.py``) share these helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def episodic_metrics(run: Path) -> dict:
+    """``metrics.json`` of a finished episodic run folder; a clear error when it is missing."""
+    path = run / "metrics.json"
+    if not path.is_file():
+        raise SystemExit(f"no finished run at {run} (missing metrics.json): run without --collect first")
+    metrics = json.loads(path.read_text())
+    if metrics.get("kind") != "episodic" or "episode_accuracy" not in metrics:
+        raise SystemExit(f"{path} is not an episodic run's metrics (no per-episode accuracies)")
+    return metrics
+
+
+@dataclass
+class Paired:
+    """Per-episode differences ``a - b`` (points) pooled over seeds."""
+
+    a: str
+    b: str
+    #: per seed: (seed, mean difference, number of episodes)
+    per_seed: list[tuple[int, float, int]]
+    differences: list[float]
+
+    @property
+    def wins(self) -> int:
+        return sum(d > 0 for d in self.differences)
+
+    @property
+    def losses(self) -> int:
+        return sum(d < 0 for d in self.differences)
+
+    def note(self) -> str:
+        """One line for a row's notes: pooled mean +- std, per seed means, wins/ties/losses."""
+        d = self.differences
+        mean, std = statistics.mean(d), statistics.stdev(d)
+        seeds = ", ".join(f"seed {s}: {m:+.2f} ({n} episodes)" for s, m, n in self.per_seed)
+        return (f"paired over the same test episodes, {self.a} minus {self.b}: {mean:+.2f} +- {std:.2f} points "
+                f"(mean +- std over {len(d)} episodes pooled from {len(self.per_seed)} seeds; 95% CI of the mean "
+                f"+-{1.96 * std / len(d) ** 0.5:.2f}); {seeds}; {self.a} better on {self.wins} episodes, worse on "
+                f"{self.losses}, tied on {len(d) - self.wins - self.losses}")
+
+
+def paired(a: str, b: str, runs: dict[int, tuple[dict, dict]]) -> Paired:
+    """Pair ``a``'s and ``b``'s metrics (``runs[seed] = (metrics_a, metrics_b)``) episode by episode;
+    refuses runs whose episode counts differ (they were not tested on the same episodes)."""
+    per_seed, diffs = [], []
+    for seed, (ma, mb) in sorted(runs.items()):
+        ea, eb = ma["episode_accuracy"], mb["episode_accuracy"]
+        if len(ea) != len(eb):
+            raise SystemExit(f"seed {seed}: {a} has {len(ea)} test episodes, {b} {len(eb)}: not paired")
+        d = [100 * (x - y) for x, y in zip(ea, eb)]
+        per_seed.append((seed, statistics.mean(d), len(d)))
+        diffs += d
+    return Paired(a, b, per_seed, diffs)
