@@ -39,6 +39,8 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = False
+    amp_dtype: str = "auto"  # --amp's type: bf16 on the CPU and on bf16-capable GPUs, else fp16
+    compile: bool = False  # torch.compile the backbone (hooks and the growing head stay outside)
     memory_format: str = "auto"
     data_root: str | None = None
     download: bool = False
@@ -81,6 +83,7 @@ CHOICES = {
     "memory_format": ("auto", "contiguous", "channels_last"),
     "head": ("linear", "cosine"),
     "on_nan": ("stop", "skip-batch"),
+    "amp_dtype": ("auto", "bf16", "fp16"),
 }
 POSITIVE = ("epochs", "batch_size", "eval_batch_size", "meta_iterations", "meta_batch", "val_interval", "val_episodes",
             "test_episodes")

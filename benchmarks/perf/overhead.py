@@ -8,7 +8,7 @@ process, alternating, and we report medians and the ratio cfs / bare.
 Regimes: a small MLP on scikit-learn digits (per-batch overhead shows most) and a CNN
 (ResNet-32) on 32x32 images (compute-bound). Targets: <= 1.10 (MLP) and <= 1.03 (CNN).
 
-    python benchmarks/perf/overhead.py [--repeats 5]
+    python benchmarks/perf/overhead.py [--repeats 5] [--device cuda]
 """
 
 from __future__ import annotations
@@ -39,20 +39,21 @@ def bare_loop(pm, cfg, scenario: Scenario) -> float:
     """Plain PyTorch: the same work the engine does, with no hooks, state or bookkeeping."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    model = build_model(pm, cfg, scenario)
+    dev = torch.device(cfg.device)
+    model = build_model(pm, cfg, scenario).to(dev)
     tf = scenario.transform
-    test_x = torch.cat([e.test.x for e in scenario.experiences])
-    test_y = torch.cat([e.test.y for e in scenario.experiences])
+    test_x = torch.cat([e.test.x for e in scenario.experiences]).to(dev)
+    test_y = torch.cat([e.test.y for e in scenario.experiences]).to(dev)
     t0 = time.perf_counter()
     n_seen = 0
     for exp in scenario.experiences:
         n_seen = max(exp.classes) + 1
         model.head.expand(n_seen - model.head.out_features)
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-        x_all, y_all = exp.train.x, exp.train.y
+        x_all, y_all = exp.train.x.to(dev), exp.train.y.to(dev)
         model.train()
         for _ in range(cfg.epochs):
-            order = torch.randperm(len(y_all), generator=gen)
+            order = torch.randperm(len(y_all), generator=gen).to(dev)
             for s in range(0, len(y_all), cfg.batch_size):
                 idx = order[s : s + cfg.batch_size]
                 x, y = tf(x_all[idx]), y_all[idx]
@@ -66,6 +67,8 @@ def bare_loop(pm, cfg, scenario: Scenario) -> float:
             for s in range(0, len(test_y), cfg.eval_batch_size):
                 pred = model(tf(test_x[s : s + cfg.eval_batch_size]))[:, :n_seen].argmax(1)
                 correct += int((pred == test_y[s : s + cfg.eval_batch_size]).sum())
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
     return time.perf_counter() - t0
 
 
@@ -90,14 +93,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--regimes", default="mlp,cnn", help="comma-separated: mlp, cnn")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (both loops on it)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     digits = make_scenario("digits", load_dataset("digits"))
-    mlp_cfg = resolve({"backbone": "mlp", "epochs": 10, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "device": "cpu",
+    mlp_cfg = resolve({"backbone": "mlp", "epochs": 10, "batch_size": 32, "lr": 0.05, "momentum": 0.9, "device": args.device,
                        "memory_format": "contiguous"})
     images = load_dataset("synthetic", n_train_per_class=60, n_test_per_class=20, shape=(3, 32, 32))
     images = make_scenario("synthetic-32px", images)
-    cnn_cfg = resolve({"backbone": "resnet32", "epochs": 2, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "device": "cpu",
+    cnn_cfg = resolve({"backbone": "resnet32", "epochs": 2, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "device": args.device,
                        "memory_format": "contiguous"})
     regimes = args.regimes.split(",")
     if "mlp" in regimes:

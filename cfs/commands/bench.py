@@ -26,7 +26,7 @@ BENCH_KEYS = ("scenario", "strategies", "loggers", "epochs", "batch_size", "lr",
               "weights", "memory_format", "download", "amp", "pretrained", "out", "meta_iterations", "meta_batch", "val_interval",
               "val_episodes", "test_episodes", "n_way", "k_shot", "q_query", "train_n_way",
               "image_size", "eval_seen_only", "checkpoint_epochs", "checkpoint_minutes", "checkpoint_min_seconds", "on_nan",
-              "deterministic")
+              "deterministic", "compile", "amp_dtype")
 
 
 def add_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
@@ -102,6 +102,12 @@ def add_parser(subparsers: Any, parent: argparse.ArgumentParser) -> None:
                        help="let torchvision download the data set into --data-root (default: off)")
     bench.add_argument("--amp", action="store_true", default=None,
                        help="mixed precision: bf16 on CPU, fp16 on CUDA (default: off)")
+    bench.add_argument("--amp-dtype", choices=("auto", "bf16", "fp16"), default=None,
+                       help="type of --amp: auto is bf16 on the CPU and on GPUs that support it, fp16 "
+                            "(with loss scaling) on older GPUs (default: auto)")
+    bench.add_argument("--compile", action="store_true", default=None,
+                       help="torch.compile the backbone; hooks and the growing head stay outside the "
+                            "compiled region (class-incremental and FSCIL runs; default: off)")
     bench.add_argument("--pretrained", action="store_true", default=None,
                        help="pretrained backbone weights (timm's cache, or the backbone's own) (default: off)")
     bench.add_argument("--out", help="results folder; with several strategies one sub-folder each "
@@ -235,10 +241,34 @@ def recorded_plugin_args(folder: Path) -> list[str]:
     return []
 
 
+def follow_main_rank(pm: CfsPluginManager, cfg: RunConfig, plan: list[tuple[str, Any]], factory: Any,
+                     kind: ScenarioKind | None, resume: Path | None) -> int:
+    """A rank other than 0 of ``torchrun ... -m cfs bench``: trains the same runs in step with
+    rank 0 (cfs.engine.distributed) and writes nothing; it only reads a resumed run's status
+    and checkpoints, as rank 0 does, to skip and continue the same runs."""
+    from cfs.engine.checkpoint import CheckpointPolicy
+    from cfs.engine.runner import run_strategy
+    from cfs.rundir import plan_folders
+
+    scenario, kind = build_scenario(factory, cfg, pm.kinds, kind)
+    folders = plan_folders([spec for spec, _ in plan], cfg.out, cfg.scenario, resume=resume) if resume else {}
+    todo = []
+    for spec, strategies in plan:  # statuses read before rank 0 starts writing any of them
+        folder = folders.get(spec)
+        if folder is not None and folder.status == "finished":
+            continue
+        checkpoint = folder.checkpointer(CheckpointPolicy()).latest() if folder is not None else None
+        todo.append((spec, strategies, checkpoint))
+    for spec, strategies, checkpoint in todo:
+        run_strategy(pm, cfg, spec, scenario, progress=False, strategies=strategies, resume=checkpoint)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import time
 
+    from cfs.engine import distributed
     from cfs.engine.checkpoint import CheckpointPolicy
     from cfs.engine.runner import RunFailed, plan_runs, run_strategy
     from cfs.evaluation.loggers import select_loggers
@@ -262,6 +292,8 @@ def run(args: argparse.Namespace) -> int:
     factory = pm.scenarios.get(cfg.scenario)
     kind = declared_kind(factory, cfg, pm.kinds)
     plan = plan_runs(pm, cfg)
+    if not distributed.is_main():  # another rank of a torchrun run: the same runs, nothing written
+        return follow_main_rank(pm, cfg, plan, factory, kind, resume)
     folders = plan_folders([spec for spec, _ in plan], cfg.out, cfg.scenario,
                            overwrite=bool(getattr(args, "overwrite", False)), resume=resume)
     scenario, kind = build_scenario(factory, cfg, pm.kinds, kind)  # data errors: still nothing written

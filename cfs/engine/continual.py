@@ -3,6 +3,11 @@
 Every step calls a hook of :mod:`cfs.hookspec`; the defaults here are plain fine-tuning with
 cross-entropy over all seen classes. Data live on the run's device; a batch is an index slice
 of the experience's tensors, augmented and normalised on the device.
+
+No step reads a number back from the device: per-batch statistics stay device tensors until
+the end of the epoch. In a distributed run (:mod:`cfs.engine.distributed`) each rank trains on
+its share of every epoch's permutation and of every global batch, and evaluates its share of
+the test data; the statistics and accuracies are reduced over ranks.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from cfs.engine import distributed
 from cfs.engine.batch import Batch
 from cfs.engine.resume import continual_payload, restore_continual, restore_optimisation
-from cfs.engine.devices import autocast
+from cfs.engine.devices import amp_dtype, autocast
 from cfs.engine.hooks import ActiveHooks
 from cfs.engine.progress import Progress
 from cfs.engine.state import RunState
@@ -121,7 +127,9 @@ class ContinualLoop:
             s.epoch = epoch
             t0 = time.perf_counter()
             h.cfs_before_epoch(state=s)
-            loss_sum, correct, seen, counted = self._one_epoch()
+            loss_sum, seen, correct, counted = self._one_epoch()
+            self.step.check_losses()
+            distributed.sync_buffers(s.model)
             if s.scheduler is not None:
                 s.scheduler.step()
             h.cfs_after_epoch(state=s)
@@ -134,58 +142,57 @@ class ContinualLoop:
             if s.checkpointer is not None and done < cfg.epochs and s.checkpointer.due(done):
                 s.checkpointer.write(continual_payload(self, s.experience_index, done))
 
-    def _one_epoch(self) -> tuple[float, float, int]:
-        """Train one epoch; return the summed loss, the number of correct predictions and the
-        number of samples they were counted on (the incoming rows: replayed rows are not
-        this experience's training accuracy). Per-batch statistics are only collected here
-        and reduced once at the end of the epoch, which keeps the step cheap."""
-        s, h, bs = self.state, self.hooks, self.state.config.batch_size
+    def _one_epoch(self) -> tuple[float, int, float, int]:
+        """Train one epoch; return the summed loss, the number of rows it was summed over, the
+        number of correct predictions and the number of samples they were counted on (the
+        incoming rows: replayed rows are not this experience's training accuracy), over every
+        rank. Per-batch statistics are only collected here and reduced once at the end of the
+        epoch, which keeps the step cheap and free of device synchronisation."""
+        s, h = self.state, self.hooks
+        bs = distributed.local_share(s.config.batch_size)
         data = s.train_data
         n = len(data)
         joined = n > s.n_incoming_rows  # rows from a memory follow the experience's own
-        order = self.batch_order(n)
+        order = distributed.shard(self.batch_order(n))
+        m = len(order)
         s.model.train()
         losses: list[torch.Tensor] = []
         sizes: list[int] = []
-        outputs: list[torch.Tensor] = []
+        predictions: list[torch.Tensor] = []
         targets: list[torch.Tensor] = []
-        bar = self.bars.batches(n, f"exp {s.experience_index} epoch {s.epoch + 1}/{s.config.epochs}")
+        bar = self.bars.batches(m, f"exp {s.experience_index} epoch {s.epoch + 1}/{s.config.epochs}")
         prepare, xs, ys, step, forward_loss = s.prepare, data.x, data.y, self.step, self._forward_loss
-        for start in range(0, n, bs):
-            s.step_in_epoch = start // bs
-            idx = order[start : start + bs]
-            s.batch = Batch(prepare(xs[idx], train=True), ys[idx], idx,
-                            (idx >= s.n_incoming_rows) if joined else None)
-            s.outputs = None
-            h.cfs_before_batch(state=s)
-            if not isinstance(s.batch, Batch):
-                raise TypeError("state.batch must stay a cfs.engine.batch.Batch: append replayed rows "
-                                "with state.batch.append_replayed(x, y, source)")
-            loss = h.cfs_training_step(state=s)
-            if loss is None:
-                loss = step(forward_loss)
-            batch = s.batch
-            if s.outputs is not None and s.outputs.shape[0] == batch.size:  # a replaced step may set it
-                if joined or batch.segments:
-                    keep = batch.incoming
-                    outputs.append(s.outputs.detach()[keep])
-                    targets.append(batch.y[keep])
-                else:
-                    outputs.append(s.outputs.detach())
-                    targets.append(batch.y)
-            losses.append(loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss), device=s.device))
-            sizes.append(batch.n_drawn)
-            h.cfs_after_batch(state=s)
-            s.iteration += 1
-            self.after_step()
-            if bar is not None:
-                bar.update(batch.n_drawn)
-                if s.step_in_epoch % 10 == 0:
-                    bar.set_postfix(loss=f"{float(losses[-1]):.3f}", refresh=False)
+        with s.sharded():  # augmentation: this rank's own draws (cfs.engine.distributed)
+            for start in range(0, m, bs):
+                s.step_in_epoch = start // bs
+                idx = order[start : start + bs]
+                s.batch = Batch(prepare(xs[idx], train=True), ys[idx], idx,
+                                (idx >= s.n_incoming_rows) if joined else None)
+                s.outputs = None
+                h.cfs_before_batch(state=s)
+                if not isinstance(s.batch, Batch):
+                    raise TypeError("state.batch must stay a cfs.engine.batch.Batch: append replayed rows "
+                                    "with state.batch.append_replayed(x, y, source)")
+                loss = h.cfs_training_step(state=s)
+                if loss is None:
+                    loss = step(forward_loss)
+                batch = s.batch
+                if s.outputs is not None and s.outputs.shape[0] == batch.size:  # a replaced step may set it
+                    predictions.append(s.outputs.detach().argmax(1))
+                    # replayed rows get target -1, which no prediction equals: not counted, no sync
+                    targets.append(torch.where(batch.incoming, batch.y, -1) if joined or batch.segments else batch.y)
+                losses.append(loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss), device=s.device))
+                sizes.append(batch.n_drawn)
+                h.cfs_after_batch(state=s)
+                s.iteration += 1
+                self.after_step()
+                if bar is not None:
+                    bar.update(batch.n_drawn)
+                    if s.step_in_epoch % 50 == 0:  # the bar is a console view: it may read a loss now and then
+                        bar.set_postfix(loss=f"{float(losses[-1]):.3f}", refresh=False)
         if bar is not None:
             bar.close()
-        loss_sum, correct, counted = self._epoch_statistics(losses, sizes, outputs, targets)
-        return loss_sum, correct, n, counted
+        return self._epoch_statistics(losses, sizes, predictions, targets, s.device)
 
     def batch_order(self, n: int) -> torch.Tensor:
         """The order in which an epoch visits the ``n`` training rows: a seeded shuffle. A loop
@@ -197,20 +204,22 @@ class ContinualLoop:
         of another kind may override it (the online loop evaluates every K batches)."""
 
     @staticmethod
-    def _epoch_statistics(losses: list[torch.Tensor], sizes: list[int], outputs: list[torch.Tensor],
-                          targets: list[torch.Tensor]) -> tuple[float, float, int]:
-        """(summed loss, correct predictions, rows counted) of an epoch in a handful of tensor
-        ops: with few batches per epoch, per-element reductions cost as much as a step."""
-        if not losses:
-            return 0.0, 0.0, 0
-        stacked = torch.stack([t.reshape(()) for t in losses]).float()
-        weights = torch.tensor(sizes, dtype=torch.float32, device=stacked.device)
-        loss_sum = float(torch.dot(stacked, weights))
-        correct, counted = 0.0, 0
-        if outputs:  # the head's width is fixed within an experience
+    def _epoch_statistics(losses: list[torch.Tensor], sizes: list[int], predictions: list[torch.Tensor],
+                          targets: list[torch.Tensor], device: torch.device) -> tuple[float, int, float, int]:
+        """(summed loss, rows it was summed over, correct predictions, rows counted) of an
+        epoch, summed over ranks, in a handful of tensor ops and one transfer: with few batches
+        per epoch, per-element reductions cost as much as a step."""
+        stats = torch.zeros(4, dtype=torch.float64, device=device)
+        if losses:
+            stacked = torch.stack([t.reshape(()) for t in losses]).float()
+            stats[0] = torch.dot(stacked, torch.tensor(sizes, dtype=torch.float32, device=stacked.device))
+            stats[1] = sum(sizes)
+        if predictions:
             y = torch.cat(targets)
-            correct, counted = float((torch.cat(outputs).argmax(1) == y).sum()), len(y)
-        return loss_sum, correct, counted
+            stats[2] = (torch.cat(predictions) == y).sum()
+            stats[3] = (y >= 0).sum()
+        loss_sum, seen, correct, counted = distributed.all_reduce_sum(stats).tolist()
+        return loss_sum, int(seen), correct, int(counted)
 
     def default_step(self) -> torch.Tensor:
         """Forward, base loss plus every plugin's extra loss, backward, optimizer step."""
@@ -232,7 +241,9 @@ class ContinualLoop:
         """Accuracy and loss on every experience's test data; appended to the matrix when
         ``record`` (the initial, untrained row is kept apart for forward transfer). With
         ``eval_seen_only`` only the experiences trained so far are evaluated; the others read
-        NaN (not measured), and so do the metrics that need them (forward transfer)."""
+        NaN (not measured), and so do the metrics that need them (forward transfer). In a
+        distributed run each rank scores its part of the test data; the counts are summed and
+        the predictions gathered, so every rank records the same numbers."""
         s, h = self.state, self.hooks
         x, y, owner = self._test
         n_exp = len(s.scenario.experiences)
@@ -243,26 +254,35 @@ class ContinualLoop:
             if not keep:
                 nan = [float("nan")] * n_exp
                 return nan, list(nan)
+        distributed.sync_buffers(s.model)
         h.cfs_before_eval(state=s)
         s.model.eval()
+        total = len(y)
+        lo, hi = distributed.split_range(total)
+        xs, ys = x[lo:hi], y[lo:hi]
+        dtype = amp_dtype(s.device, getattr(s.config, "amp_dtype", "auto"))
         preds, losses = [], []
-        for start in self.bars.bar(range(0, len(y), s.config.eval_batch_size), desc="evaluation", unit="batch"):
-            xb = s.prepare(x[start : start + s.config.eval_batch_size])
-            yb = y[start : start + s.config.eval_batch_size]
+        for start in self.bars.bar(range(0, len(ys), s.config.eval_batch_size), desc="evaluation", unit="batch"):
+            xb = s.prepare(xs[start : start + s.config.eval_batch_size])
+            yb = ys[start : start + s.config.eval_batch_size]
             if s.n_seen == 0:  # nothing learnt yet: no class can be predicted
                 preds.append(torch.full_like(yb, -1))
                 losses.append(torch.zeros(len(yb), device=s.device))
                 continue
-            with autocast(s.device, s.config.amp):
+            with autocast(s.device, s.config.amp, dtype):
                 scores = s.scores(xb)[:, : s.n_seen].float()
             preds.append(scores.argmax(1))
             losses.append(F.cross_entropy(scores, yb.clamp(max=s.n_seen - 1), reduction="none"))
-        pred, loss = torch.cat(preds), torch.cat(losses)
-        hit = (pred == y).float()
-        present = torch.bincount(owner, minlength=n_exp)
-        count = present.clamp(min=1).float()
-        acc = torch.bincount(owner, weights=hit, minlength=n_exp) / count
-        mean_loss = torch.bincount(owner, weights=loss, minlength=n_exp) / count
+        pred = torch.cat(preds) if preds else y[:0]
+        loss = torch.cat(losses) if losses else torch.zeros(0, device=s.device)
+        mine = owner[lo:hi]
+        sums = torch.stack([torch.bincount(mine, minlength=n_exp).double(),
+                            torch.bincount(mine, weights=(pred == ys).double(), minlength=n_exp),
+                            torch.bincount(mine, weights=loss.double(), minlength=n_exp)])
+        present, hits, loss_sums = distributed.all_reduce_sum(sums)
+        pred = distributed.gather_rows(pred, total)
+        count = present.clamp(min=1)
+        acc, mean_loss = (hits / count).float(), (loss_sums / count).float()
         if len(y) < len(self._test[1]):  # experiences not evaluated: NaN, not 0
             missing = present == 0
             acc, mean_loss = acc.masked_fill(missing, float("nan")), mean_loss.masked_fill(missing, float("nan"))

@@ -238,6 +238,7 @@ class GradientAverager:
 
     def __init__(self) -> None:
         self.disagreements: torch.Tensor | None = None
+        self._flags: dict[tuple[bool, ...], torch.Tensor] = {}  # which grads exist -> on the device, once
 
     def __call__(self, params: list[torch.Tensor]) -> None:
         if not is_distributed():
@@ -247,7 +248,10 @@ class GradientAverager:
             return
         dev = params[0].device
         flat = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
-        flat.append(torch.tensor([p.grad is not None for p in params], dtype=torch.float32).to(dev, non_blocking=True))
+        present = tuple(p.grad is not None for p in params)
+        if present not in self._flags:
+            self._flags[present] = torch.tensor(present, dtype=torch.float32, device=dev)
+        flat.append(self._flags[present])
         buf = _comm_device(torch.cat(flat))
         dist.all_reduce(buf)
         buf = buf.to(dev)

@@ -7,6 +7,11 @@ parameters and any ``cfs_extra_parameters``), and ``cfs_predict_episode(state, t
 returns query scores (T, N*Q, N). Validation and test episodes are fixed by the run seed (see
 :mod:`cfs.scenarios.episodic`), so methods are compared on the same episodes; the weights with
 the best validation accuracy are restored before meta-testing (``select_best``).
+
+In a distributed run (:mod:`cfs.engine.distributed`) every rank draws the same meta-batch and
+trains on its share of the tasks (``meta_batch / N`` each, still vectorised by the strategy);
+the shared step averages the gradients. Validation and test episodes are split across ranks
+and their accuracies gathered, so every rank selects the same best weights.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from cfs.engine import distributed
 from cfs.engine.continual import Timings
 from cfs.engine.hooks import ActiveHooks
 from cfs.engine.progress import Progress
@@ -106,8 +112,11 @@ class EpisodicLoop:
         for it in self.bars.bar(range(first, cfg.meta_iterations), desc="meta-iterations", unit="it"):
             s.iteration = it
             s.model.train()
-            support, query = sampler.sample_indices(cfg.meta_batch, s.generator)
-            tasks = sampler.batch(support, query, s.transform, s.device, train=True, generator=s.generator)
+            support, query = sampler.sample_indices(cfg.meta_batch, s.generator)  # the same on every rank
+            lo, hi = distributed.split_range(cfg.meta_batch)  # equal shares (checked before the run)
+            with s.sharded():
+                tasks = sampler.batch(support[lo:hi], query[lo:hi], s.transform, s.device, train=True,
+                                      generator=s.augmentation_generator)
             loss = self.step(lambda: self._meta_loss(tasks))
             if s.scheduler is not None:
                 s.scheduler.step()
@@ -116,7 +125,9 @@ class EpisodicLoop:
             n_loss += 1
             done = it + 1
             if done % log_every == 0 or done == cfg.meta_iterations:
-                self.results.train_log.append((done, float(loss_sum) / n_loss, time.perf_counter() - t0))
+                self.step.check_losses()
+                mean = float(distributed.all_reduce_sum(loss_sum)) / (n_loss * distributed.world_size())
+                self.results.train_log.append((done, mean, time.perf_counter() - t0))
                 loss_sum, n_loss = torch.zeros((), device=s.device), 0
             validate = "val" in self.samplers and (done % cfg.val_interval == 0 or done == cfg.meta_iterations)
             if validate:
@@ -154,18 +165,24 @@ class EpisodicLoop:
 
     # ----------------------------------------------------------------------------- evaluation
     def evaluate(self, split: str, n_episodes: int) -> torch.Tensor:
-        """Accuracy of each of the ``n_episodes`` fixed episodes of ``split`` (CPU tensor)."""
+        """Accuracy of each of the ``n_episodes`` fixed episodes of ``split`` (CPU tensor); in a
+        distributed run each rank meta-tests its part of the episodes and the accuracies are
+        gathered in order."""
         s = self.state
         sampler = self.samplers[split]
         support, query = sampler.fixed_indices(n_episodes, s.config.seed, split)
+        lo, hi = distributed.split_range(n_episodes)
+        support, query = support[lo:hi], query[lo:hi]
         chunk = max(1, s.config.meta_batch)
+        distributed.sync_buffers(s.model)
         s.model.eval()
         accs = []
-        for start in self.bars.bar(range(0, n_episodes, chunk), desc=f"{split} episodes", unit="chunk"):
+        for start in self.bars.bar(range(0, hi - lo, chunk), desc=f"{split} episodes", unit="chunk"):
             tasks = sampler.batch(support[start : start + chunk], query[start : start + chunk], s.transform, s.device)
-            accs.append(self.episode_accuracy(tasks).cpu())
+            accs.append(self.episode_accuracy(tasks))
         s.model.train()
-        return torch.cat(accs)
+        mine = torch.cat(accs) if accs else torch.zeros(0, device=s.device)
+        return distributed.gather_rows(mine, n_episodes).cpu()
 
     def episode_accuracy(self, tasks: EpisodeBatch) -> torch.Tensor:
         """Per-task query accuracy from the strategy's ``cfs_predict_episode`` scores."""

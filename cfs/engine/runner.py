@@ -11,7 +11,8 @@ import torch
 from cfs.composition import build_strategies
 from cfs.config import RunConfig
 from cfs.engine.continual import Timings
-from cfs.engine.devices import memory_format, resolve_device, seed_everything
+from cfs.engine import distributed
+from cfs.engine.devices import check_compile, compile_model, memory_format, resolve_device, seed_everything
 from cfs.engine.state import RunState
 from cfs.errors import CfsError
 from cfs.models.backbones import build_backbone
@@ -88,7 +89,8 @@ def run_strategy(pm: CfsPluginManager, cfg: RunConfig, spec: str, scenario: Scen
         classes = strategy_classes(pm, spec)
         check_compatible(classes, scenario.kind, scenario.name)
         strategies = make_strategies(classes, cfg)
-    device = resolve_device(cfg.device)
+    device = distributed.run_device(resolve_device(cfg.device))
+    distributed.init(device)  # several ranks under torchrun: the process group, once
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     if getattr(cfg, "deterministic", False):
         import os
@@ -107,11 +109,17 @@ def _run(pm: CfsPluginManager, cfg: RunConfig, spec: str, scenario: Scenario, pr
     generator = seed_everything(cfg.seed)
     model = build_model(pm, cfg, scenario).to(device)
     kind = pm.kinds.get(scenario.kind)  # a cfs.kinds.ScenarioKind: its loop, its memory format
-    fmt = memory_format(cfg.memory_format, model, device, kind.channels_last)
+    fmt = memory_format(cfg.memory_format, model, device, kind.channels_last, cfg.amp)
     model = model.to(memory_format=fmt)
+    distributed.broadcast_module(model)  # one start for every rank
+    if getattr(cfg, "compile", False):
+        compile_model(model)
+    own_draws = None
+    if distributed.is_distributed():  # each rank its own augmentation draws on its share
+        own_draws = torch.Generator().manual_seed((cfg.seed * 1_000_003 + distributed.rank() + 1) % 2**63)
     state = RunState(config=cfg, scenario=scenario, model=model, device=device, hooks=pm.hook,
                      strategies=strategies, transform=scenario.transform, generator=generator,
-                     memory_format=fmt, checkpointer=checkpointer, resume=resume)
+                     memory_format=fmt, checkpointer=checkpointer, resume=resume, rank_generator=own_draws)
     with pm.composition(strategies):
         t0 = time.perf_counter()
         loop = kind.loop(state, progress=progress)
@@ -145,7 +153,28 @@ def plan_runs(pm: CfsPluginManager, cfg: RunConfig) -> list[tuple[str, list[Stra
     for strat in cfg.options:
         if strat not in all_names:
             raise CfsError(f"options given for {strat!r}, which is not among the strategies of this run")
+    check_scaling(pm, cfg, kind)
     return plan
+
+
+def check_scaling(pm: CfsPluginManager, cfg: RunConfig, kind: str | None) -> None:
+    """``--compile`` and a distributed run's shares, checked before any work: the continual
+    loops split ``batch_size`` over the ranks, the episodic loop ``meta_batch``; the episodic
+    loop's strategies differentiate through ``torch.func`` transforms, which are not compiled."""
+    from cfs.engine.episodic import EpisodicLoop
+
+    loop = getattr(pm.kinds.get(kind), "loop", None) if kind is not None else None
+    episodic = isinstance(loop, type) and issubclass(loop, EpisodicLoop)
+    if getattr(cfg, "compile", False):
+        if episodic:
+            raise CfsError(f"--compile applies to class-incremental and FSCIL runs, not to {kind} scenarios "
+                           f"such as {cfg.scenario!r} (meta-learning differentiates through torch.func "
+                           f"transforms); leave out --compile")
+        check_compile(cfg.device)
+    if episodic:
+        distributed.check_divisible(cfg.meta_batch, "--meta-batch")
+    else:
+        distributed.check_divisible(cfg.batch_size, "--batch-size")
 
 
 def validate_names(pm: CfsPluginManager, cfg: RunConfig) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -71,6 +72,27 @@ class RunState:
     #: the checkpoint this run continues from (``cfs bench --resume``)
     resume: dict[str, Any] | None = None
     memory_format: torch.memory_format = torch.contiguous_format
+    #: this process's augmentation draws in a distributed run (seeded by the run seed and the
+    #: rank), used while a loop trains on this rank's share (:meth:`sharded`), so ranks neither
+    #: repeat each other's draws nor make ``generator`` drift apart; ``None`` in one process
+    rank_generator: torch.Generator | None = None
+    _sharded: bool = False
+
+    @property
+    def augmentation_generator(self) -> torch.Generator:
+        """The generator augmentation draws from: ``rank_generator`` inside :meth:`sharded`,
+        else ``generator`` (work every rank repeats identically, such as a strategy's own
+        training loop, draws the same numbers everywhere)."""
+        return self.rank_generator if self._sharded and self.rank_generator is not None else self.generator
+
+    @contextlib.contextmanager
+    def sharded(self) -> Iterator[None]:
+        """The loop trains on this rank's share of the data inside this block."""
+        self._sharded = True
+        try:
+            yield
+        finally:
+            self._sharded = False
 
     @property
     def experience_index(self) -> int:
@@ -110,7 +132,7 @@ class RunState:
         model's memory format."""
         if x.device != self.device:
             x = x.to(self.device, non_blocking=True)
-        x = self.transform(x, train=train, generator=self.generator)
+        x = self.transform(x, train=train, generator=self.augmentation_generator)
         if self.memory_format is torch.contiguous_format or x.dim() != 4:
             return x  # the transform's arithmetic already returns a fresh contiguous tensor
         return x.contiguous(memory_format=self.memory_format)

@@ -6,6 +6,13 @@ in how they get the base loss: cross-entropy of the model's logits, or a strateg
 LR schedule built with every ``cfs_extra_parameters``, autocast and the GradScaler, the extra
 ``cfs_loss`` terms every composed strategy adds, ``cfs_before_backward``/``cfs_after_backward``,
 and the optimizer step.
+
+No step waits for the device: the non-finite-loss check of ``on_nan: stop`` is deferred (the
+losses of the last steps are checked together, at the end of every epoch, at every episodic
+log point and every ``CHECK_EVERY`` steps, in one transfer), so a CUDA step queues its work and
+returns. ``on_nan: skip-batch`` must decide before the update and reads the loss every step.
+In a distributed run (:mod:`cfs.engine.distributed`) the gradients are averaged over ranks
+right after ``backward``, before ``cfs_after_backward``.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from typing import Any, Callable
 
 import torch
 
-from cfs.engine.devices import autocast
+from cfs.engine import distributed
+from cfs.engine.devices import amp_dtype, autocast
 from cfs.engine.optim import build_optimizer, build_scheduler
 from cfs.engine.state import RunState
 from cfs.errors import CfsError
@@ -25,13 +33,24 @@ class NonFiniteError(CfsError):
     """The run diverged: a loss or the weights became NaN or infinite."""
 
 
-def where(state: RunState) -> str:
-    """The position of a run, for errors: strategy, experience, epoch and batch."""
+#: steps whose losses may wait before the deferred non-finite check reads them
+CHECK_EVERY = 64
+
+
+def position(state: RunState) -> tuple[int, int, int, int]:
+    """Where a run is, as plain ints (cheap to keep per step): experience, epoch, batch in the
+    epoch, iteration."""
+    return state.experience_index, state.epoch, state.step_in_epoch, state.iteration
+
+
+def where(state: RunState, at: tuple[int, int, int, int] | None = None) -> str:
+    """The position of a run (now, or ``at`` a :func:`position`), for errors: strategy,
+    experience, epoch and batch."""
     names = "+".join(st.name for st in state.strategies) or "?"
-    if state.experience is None:
-        return f"in strategy {names}, meta-iteration {state.iteration + 1}"
-    return (f"in strategy {names}, experience {state.experience_index}, epoch {state.epoch + 1}, "
-            f"batch {state.step_in_epoch + 1}")
+    exp, epoch, step, iteration = position(state) if at is None else at
+    if exp < 0:
+        return f"in strategy {names}, meta-iteration {iteration + 1}"
+    return f"in strategy {names}, experience {exp}, epoch {epoch + 1}, batch {step + 1}"
 
 
 def check_parameters(state: RunState, params: list[torch.Tensor] | None = None) -> None:
@@ -49,9 +68,17 @@ class OptimStep:
 
     def __init__(self, state: RunState, hooks: Any) -> None:
         self.state, self.hooks = state, hooks
-        self.scaler = torch.amp.GradScaler("cuda", enabled=state.config.amp and state.device.type == "cuda")
+        dtype = amp_dtype(state.device, getattr(state.config, "amp_dtype", "auto"))
+        self.dtype = dtype if state.config.amp else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype is torch.float16 and state.device.type == "cuda")
         self.extra: list[torch.nn.Parameter] = []
         self.params: list[torch.nn.Parameter] = []
+        self.skip_non_finite = getattr(state.config, "on_nan", "stop") == "skip-batch"
+        #: losses (and where they were computed) not checked for NaN/inf yet
+        self.pending: list[torch.Tensor] = []
+        self.pending_at: list[tuple[int, int, int, int]] = []
+        #: averages gradients over ranks (``None`` in one process: nothing to do per step)
+        self.averager = distributed.GradientAverager() if distributed.is_distributed() else None
 
     def build(self, schedule_length: int) -> None:
         """A fresh optimizer over the model and every strategy's extra parameters, and the LR
@@ -64,8 +91,8 @@ class OptimStep:
 
     def total_loss(self, base: Callable[[], torch.Tensor]) -> torch.Tensor:
         """``base()`` plus every ``cfs_loss`` term, under autocast when mixed precision is on."""
-        if self.state.config.amp:
-            with autocast(self.state.device, True):
+        if self.dtype is not None:
+            with autocast(self.state.device, True, self.dtype):
                 return self._sum(base)
         return self._sum(base)  # no context manager on the hot path when it would do nothing
 
@@ -77,29 +104,55 @@ class OptimStep:
         return loss
 
     def __call__(self, base: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """Total loss, backward (scaled for fp16 on CUDA), the backward hooks, optimizer step.
+        """Total loss, backward (scaled for fp16 on CUDA), gradients averaged over ranks, the
+        backward hooks, optimizer step.
 
         A non-finite loss stops the run with a one-line :class:`NonFiniteError` naming where
-        (``on_nan: stop``, the default) or skips the batch's update (``on_nan: skip-batch``)."""
+        (``on_nan: stop``, the default; checked at the next :meth:`check_losses`) or skips the
+        batch's update (``on_nan: skip-batch``, decided before the update, the same on every
+        rank)."""
         s, h = self.state, self.hooks
         loss = self.total_loss(base)
         s.loss = loss
-        value = loss.detach().item()  # one sync; torch.isfinite on a scalar costs ~10x more on CPU
-        if not math.isfinite(value):
-            if getattr(s.config, "on_nan", "stop") != "skip-batch":
-                raise NonFiniteError(f"non-finite loss ({value:g}) {where(s)}; lower --lr, or pass "
-                                     f"--on-nan skip-batch to skip such batches")
-            s.extra["skipped_batches"] = s.extra.get("skipped_batches", 0) + 1
-            return loss.detach()
+        if self.skip_non_finite:
+            bad = distributed.any_rank(~torch.isfinite(loss.detach()))
+            if bool(bad):  # one read per step: skipping must be decided before the update
+                s.extra["skipped_batches"] = s.extra.get("skipped_batches", 0) + 1
+                return loss.detach()
+        else:
+            self.pending.append(loss.detach())
+            self.pending_at.append(position(s))
+            if len(self.pending) >= CHECK_EVERY:
+                self.check_losses()
         h.cfs_before_backward(state=s)
         s.optimizer.zero_grad(set_to_none=True)
         if self.scaler.is_enabled():
             self.scaler.scale(loss).backward()
+            if self.averager is not None:
+                self.averager(self.params + self.extra)
             h.cfs_after_backward(state=s)
             self.scaler.step(s.optimizer)
             self.scaler.update()
         else:
             loss.backward()
+            if self.averager is not None:
+                self.averager(self.params + self.extra)
             h.cfs_after_backward(state=s)
             s.optimizer.step()
         return loss
+
+    def check_losses(self) -> None:
+        """The deferred non-finite check: one transfer for every loss since the last check (the
+        same decision on every rank); raises :class:`NonFiniteError` naming the first step whose
+        loss was NaN or infinite."""
+        if self.averager is not None:
+            self.averager.check()
+        if not self.pending:
+            return
+        losses = distributed.all_reduce_sum(torch.stack([t.reshape(()).float() for t in self.pending]))
+        values, at = losses.tolist(), self.pending_at
+        self.pending, self.pending_at = [], []
+        for value, place in zip(values, at):
+            if not math.isfinite(value):
+                raise NonFiniteError(f"non-finite loss ({value:g}) {where(self.state, place)}; lower --lr, or pass "
+                                     f"--on-nan skip-batch to skip such batches")
