@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -24,6 +25,8 @@ SELECTIONS = ("herding", "reservoir")
 
 #: largest class (rows) whose Gram matrix herding precomputes (float64: 5792^2 x 8 B = 256 MiB)
 GRAM_ROWS = 5792
+#: devices whose herding steps run in NumPy (per-call overhead); elsewhere torch, with no sync
+HOST_LOOP = frozenset({"cpu"})
 
 
 def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
@@ -47,6 +50,10 @@ def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
     score = (phi * phi).sum(1) - drift
     use_gram = n <= GRAM_ROWS and 4 * m >= n
     gram = torch.addmm(drift.unsqueeze(0), phi, phi.T, beta=-1.0, alpha=2.0) if use_gram else None
+    if phi.device.type in HOST_LOOP:  # the same steps in NumPy: a third of the per-call overhead
+        order = torch.from_numpy(_herd_numpy(score.numpy(), drift.numpy(), phi.numpy(),
+                                             None if gram is None else gram.numpy(), m))
+        return order.to(features.device)
     chosen = []
     for _ in range(m):
         i = score.argmin()
@@ -55,6 +62,19 @@ def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
         score.index_fill_(0, i.view(1), float("inf"))
     order = torch.stack(chosen) if chosen else torch.zeros(0, dtype=torch.long, device=phi.device)
     return order.to(features.device)
+
+
+def _herd_numpy(score: np.ndarray, drift: np.ndarray, phi: np.ndarray, gram: np.ndarray | None,
+                m: int) -> np.ndarray:
+    """:func:`herding_order`'s loop on host arrays (same float64 arithmetic, same order)."""
+    score = score.copy()
+    chosen = np.empty(m, dtype=np.int64)
+    for k in range(m):
+        i = int(score.argmin())
+        chosen[k] = i
+        score += gram[i] if gram is not None else 2.0 * (phi @ phi[i]) - drift
+        score[i] = np.inf
+    return chosen
 
 
 class ClassBalancedMemory:

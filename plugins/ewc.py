@@ -19,9 +19,9 @@ The online variant takes mammoth's per-example Fisher (squared per-example gradi
 by the probability of the label, averaged); the default PyCIL's squared batch gradients.
 Online EWC runs in train mode, so batch-norm statistics see one example at a time there.
 
-The penalty is one fused computation over all parameters (:func:`quadratic_penalty`:
-``torch._foreach_*`` ops and a hand-written gradient ``2 F (theta - theta*)``), not a Python
-loop of per-parameter ops: its step costs about what a fine-tuning step costs.
+The penalty is one fused computation over all parameters (:class:`QuadraticPenalty`:
+``torch._foreach_*`` ops on ``sqrt(F)`` and a hand-written gradient ``2 F (theta - theta*)``),
+not a Python loop of per-parameter ops, so its cost does not grow with the parameter count.
 """
 
 from __future__ import annotations
@@ -58,34 +58,50 @@ def _pad_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 class _QuadraticPenalty(torch.autograd.Function):
-    """``sum_k F_k (theta_k - theta*_k)^2`` over lists of tensors in a handful of multi-tensor
-    kernels; backward is ``2 F (theta - theta*)`` (zero on rows a grown head added since)."""
+    """``sum_k || sqrt(F_k) (theta_k - theta*_k) ||^2`` over lists of tensors in a handful of
+    multi-tensor kernels; backward is ``2 F (theta - theta*)`` (zero on rows a grown head added
+    since), computed directly rather than through a graph of per-parameter ops."""
 
     @staticmethod
-    def forward(ctx, fisher: list, anchor: list, rows: list, *params: torch.Tensor) -> torch.Tensor:
-        current = [p if r is None else p[:r] for p, r in zip(params, rows)]
-        diff = torch._foreach_sub(current, anchor)
-        weighted = torch._foreach_mul(diff, fisher)
-        # F >= 0, so the sum of F d^2 is the 1-norm of (F d) * d: one reduction per tensor, fused
-        total = torch.stack(torch._foreach_norm(torch._foreach_mul(weighted, diff), 1)).sum()
-        ctx.weighted, ctx.rows, ctx.shapes = weighted, rows, [p.shape for p in params]
-        return total
+    def forward(ctx, penalty: "QuadraticPenalty", *params: torch.Tensor) -> torch.Tensor:
+        current = [p if r is None else p[:r] for p, r in zip(params, penalty.rows)]
+        scaled = torch._foreach_mul(torch._foreach_sub(current, penalty.anchor), penalty.root)
+        ctx.scaled, ctx.penalty = scaled, penalty
+        return torch.stack(torch._foreach_norm(scaled)).square().sum()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        grads = torch._foreach_mul(ctx.weighted, 2 * grad)
-        grads = [g if r is None else F.pad(g, (0, 0) * (g.dim() - 1) + (0, shape[0] - r))
-                 for g, r, shape in zip(grads, ctx.rows, ctx.shapes)]
-        return (None, None, None, *grads)
+        penalty = ctx.penalty
+        grads = torch._foreach_mul(ctx.scaled, penalty.root)
+        torch._foreach_mul_(grads, 2 * grad)
+        if penalty.grown:
+            grads = [g if r is None else F.pad(g, (0, 0) * (g.dim() - 1) + (0, shape[0] - r))
+                     for g, r, shape in zip(grads, penalty.rows, penalty.shapes)]
+        return (None, *grads)
+
+
+class QuadraticPenalty:
+    """``sum_k F_k (theta_k - theta*_k)^2`` for fixed ``fisher`` (>= 0) and ``anchor`` lists; a
+    parameter with more rows than its Fisher (a head grown since) is penalised on its first
+    rows only. ``sqrt(F)`` is taken once here, so a call is four fused kernels forward and two
+    backward whatever the number of parameters."""
+
+    def __init__(self, params: list[torch.Tensor], fisher: list[torch.Tensor], anchor: list[torch.Tensor]) -> None:
+        self.rows = [None if p.shape == f.shape else f.shape[0] for p, f in zip(params, fisher)]
+        self.shapes = [p.shape for p in params]
+        self.grown = any(r is not None for r in self.rows)
+        self.root = torch._foreach_sqrt([f.to(p.device, torch.float32) for p, f in zip(params, fisher)])
+        self.anchor = [a.to(p.device) for p, a in zip(params, anchor)]
+
+    def __call__(self, params: list[torch.Tensor]) -> torch.Tensor:
+        return _QuadraticPenalty.apply(self, *params)
 
 
 def quadratic_penalty(params: list[torch.Tensor], fisher: list[torch.Tensor],
                       anchor: list[torch.Tensor]) -> torch.Tensor:
-    """``sum_k F_k (theta_k - theta*_k)^2``; a parameter with more rows than its Fisher (a head
-    grown since) is penalised on its first rows only."""
-    rows = [None if p.shape == f.shape else f.shape[0] for p, f in zip(params, fisher)]
-    return _QuadraticPenalty.apply(fisher, anchor, rows, *params)
+    """``sum_k F_k (theta_k - theta*_k)^2`` in one go (see :class:`QuadraticPenalty`)."""
+    return QuadraticPenalty(params, fisher, anchor)(params)
 
 
 def empirical_fisher(state: RunState, batch_size: int, per_example: bool = False) -> dict[str, torch.Tensor]:
@@ -130,7 +146,7 @@ class EWC(Strategy):
         self.fisher: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
         self.n_old = 0
-        self._penalised: tuple | None = None  # (params, fisher, anchor) lists of this epoch
+        self._penalised: tuple | None = None  # (params, QuadraticPenalty) of this epoch
 
     @property
     def lam(self) -> float:
@@ -152,9 +168,11 @@ class EWC(Strategy):
             return None
         if self._penalised is None:
             named = [(n, p) for n, p in state.model.named_parameters() if n in self.fisher]
-            self._penalised = ([p for _, p in named], [self.fisher[n].to(p.device) for n, p in named],
-                               [self.anchor[n].to(p.device) for n, p in named])
-        penalty = quadratic_penalty(*self._penalised)
+            params = [p for _, p in named]
+            self._penalised = (params, QuadraticPenalty(params, [self.fisher[n] for n, _ in named],
+                                                        [self.anchor[n] for n, _ in named]))
+        params, fused = self._penalised
+        penalty = fused(params)
         return self.lam * penalty if self.options.online else self.lam / 2 * penalty
 
     @hookimpl

@@ -1,7 +1,10 @@
-"""In-memory labelled tensors: the one data container every scenario and loop uses.
+"""Labelled rows: the one data container every scenario and loop uses.
 
 Small benchmarks fit in memory, so a data set is two tensors (images, labels) that are moved
 to the run's device once; batches are index slices, with no DataLoader worker overhead.
+Images larger than memory stay on disk: ``x`` is then a :class:`~cfs.data.diskrows.LazyRows`
+(indexing it reads those rows, ahead of the loop), and subsets, device moves and
+concatenations are index vectors into the file, not copies of its pixels.
 """
 
 from __future__ import annotations
@@ -10,17 +13,20 @@ from dataclasses import dataclass, field
 
 import torch
 
+from cfs.data.diskrows import LazyRows
+
 
 @dataclass
 class ArrayDataset:
     """Images ``x`` (N, C, H, W) and labels ``y`` (N,).
 
     ``x`` is ``uint8`` (0-255) for image data, kept compact until a batch is normalised, or
-    ``float32`` for data that is already real-valued (features, synthetic data).
+    ``float32`` for data that is already real-valued (features, synthetic data); a
+    :class:`~cfs.data.diskrows.LazyRows` for uint8 images kept on disk.
     ``class_names[k]`` names label ``k``.
     """
 
-    x: torch.Tensor
+    x: torch.Tensor | LazyRows
     y: torch.Tensor
     class_names: list[str] = field(default_factory=list)
 
@@ -37,8 +43,10 @@ class ArrayDataset:
         return len(self.class_names) if self.class_names else int(self.y.max().item()) + 1
 
     def subset(self, index: torch.Tensor) -> "ArrayDataset":
-        """Rows at ``index`` (a bool mask or integer indices), sharing class names."""
-        return ArrayDataset(self.x[index], self.y[index], self.class_names)
+        """Rows at ``index`` (a bool mask or integer indices), sharing class names; of rows on
+        disk, a view (an index vector), else a copy."""
+        x = self.x.subset(index) if isinstance(self.x, LazyRows) else self.x[index]
+        return ArrayDataset(x, self.y[index], self.class_names)
 
     def with_classes(self, classes) -> "ArrayDataset":
         """Rows whose label is in ``classes``."""
@@ -46,14 +54,20 @@ class ArrayDataset:
         return self.subset(torch.isin(self.y, classes))
 
     def to(self, device: torch.device | str) -> "ArrayDataset":
+        """On ``device``; rows on disk stay there and are gathered onto it batch by batch."""
         return ArrayDataset(self.x.to(device), self.y.to(device), self.class_names)
+
+    @property
+    def on_disk(self) -> bool:
+        return isinstance(self.x, LazyRows)
 
     @staticmethod
     def concat(parts: list["ArrayDataset"]) -> "ArrayDataset":
-        """Concatenate data sets that share a label space (the first one's class names)."""
-        return ArrayDataset(
-            torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]), parts[0].class_names
-        )
+        """Concatenate data sets that share a label space (the first one's class names); when
+        any part's rows are on disk, the result is a view of all parts' rows."""
+        xs = [p.x for p in parts]
+        x = LazyRows.concat(xs) if any(isinstance(v, LazyRows) for v in xs) else torch.cat(xs)
+        return ArrayDataset(x, torch.cat([p.y for p in parts]), parts[0].class_names)
 
 
 @dataclass

@@ -8,14 +8,23 @@ entry instead of serving stale pixels. Entries hold only plain tensors, strings 
 are read with ``weights_only=True``: a cache file cannot run code. Each entry records a sha256
 of its content; an entry that is truncated or does not match it is rebuilt, with a one-line
 warning on stderr.
+
+Data larger than memory: when a decoded array exceeds :func:`in_memory_limit`, the decoder
+writes it to a flat uint8 file (row after row) instead of a tensor, and the entry is the
+``.pt`` file (labels, names, statistics, the file's sha256) plus that ``<entry>.<part>.u8``
+file beside it. Such parts load as :class:`~cfs.data.diskrows.LazyRows`, read batch by batch;
+a part that fits in memory on the machine that loads it is read into a tensor.
 """
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import hashlib
 import json
 import os
+import resource
+import shutil
 import stat
 import sys
 import tempfile
@@ -25,6 +34,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from cfs.data.arrays import ArrayDataset, DataSplit
+from cfs.data.diskrows import DiskArray, LazyRows
 from cfs.errors import CfsError
 
 # Bumped whenever what a loader builds changes, so entries written by older code are not reused.
@@ -37,6 +47,52 @@ def cache_dir() -> Path:
     and for machines where the home folder is small."""
     env = os.environ.get("CFS_CACHE_DIR")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "cfs"
+
+
+def in_memory_limit() -> int:
+    """Bytes of decoded pixels held in memory; larger arrays stay on disk.
+
+    ``$CFS_IN_MEMORY_MAX_BYTES`` if set, else a quarter of what this process may use: the
+    smallest of physical memory, its ``RLIMIT_DATA`` / ``RLIMIT_AS`` and its cgroup's
+    ``memory.max`` (so a capped job keeps room for the model, the batches and the copies a
+    run makes of test data)."""
+    env = os.environ.get("CFS_IN_MEMORY_MAX_BYTES")
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise CfsError(f"CFS_IN_MEMORY_MAX_BYTES must be a number of bytes, not {env!r}") from None
+    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    for which in (resource.RLIMIT_DATA, resource.RLIMIT_AS):
+        soft = resource.getrlimit(which)[0]
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft)
+    try:
+        cgroup = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if cgroup.isdigit():
+            limits.append(int(cgroup))
+    except OSError:
+        pass
+    return min(limits) // 4
+
+
+_SPILL_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("cfs_spill_dir", default=None)
+
+
+def spill_file() -> Path:
+    """A new empty file for decoded pixels that do not fit in memory: in the cache folder while
+    an entry is being built (it becomes part of the entry), else in the temp folder (deleted
+    when no data set reads it any more)."""
+    folder = _SPILL_DIR.get()
+    for where in ([folder] if folder is not None else []) + [Path(tempfile.gettempdir())]:
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=where, prefix="decoding-", suffix=".u8.tmp")
+            os.close(fd)
+            return Path(name)
+        except OSError:
+            continue
+    raise CfsError(f"no folder to write decoded images to (tried {folder} and {tempfile.gettempdir()})")
 
 
 def fingerprint(path: Path) -> dict[str, int]:
@@ -119,19 +175,55 @@ def checksum(payload: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+def _file_sha256(path: Path, chunk: int = 1 << 23) -> str:
+    """sha256 of a file, read in 8 MiB chunks (page cache, not this process's memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _disk_array(x: Any) -> DiskArray | None:
+    """The file behind ``x`` when ``x`` is all the rows of one decoded file, in order."""
+    if not isinstance(x, LazyRows) or len(x.sources) != 1 or not isinstance(x.sources[0], DiskArray):
+        return None
+    source = x.sources[0]
+    if len(x) != source.n_rows or not torch.equal(x.where, torch.arange(source.n_rows)):
+        return None
+    return source
+
+
+def _pixel_file(entry: Path, part: str) -> Path:
+    return entry.with_name(f"{entry.stem}.{part}.u8")
+
+
 def save_split(split: DataSplit, path: Path) -> None:
     """Write ``split`` to ``path`` atomically: a temp file in the same folder, then
     ``os.replace``, so a crash or a concurrent run never leaves a half-written entry behind.
-    The entry records the :func:`checksum` of what it holds."""
+    The entry records the :func:`checksum` of what it holds. A part whose pixels were decoded
+    to a file (larger than memory) keeps them there: the file moves to ``<entry>.<part>.u8``
+    and the entry records its name, shape and sha256."""
     payload: dict[str, Any] = {"version": FORMAT_VERSION, "name": split.name,
                                "mean": list(split.mean), "std": list(split.std)}
+    path.parent.mkdir(parents=True, exist_ok=True)
     for part in _PARTS:
         data: ArrayDataset = getattr(split, part)
-        payload[f"{part}_x"] = data.x.contiguous()
+        disk = _disk_array(data.x)
+        if disk is not None:
+            target = _pixel_file(path, part)
+            if disk.path != target:
+                shutil.move(str(disk.path), target)  # a rename within the cache folder
+                disk.adopt(target)
+            payload[f"{part}_x_file"] = {"file": target.name, "rows": disk.n_rows,
+                                         "shape": list(disk.row_shape), "sha256": _file_sha256(target)}
+        elif isinstance(data.x, LazyRows):
+            raise ValueError(f"the {part} part is a view of other data; save the data it views")
+        else:
+            payload[f"{part}_x"] = data.x.contiguous()
         payload[f"{part}_y"] = data.y.contiguous()
         payload[f"{part}_class_names"] = list(data.class_names)
     payload["sha256"] = checksum(payload)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -142,6 +234,23 @@ def save_split(split: DataSplit, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _load_pixels(path: Path, described: Any) -> torch.Tensor | LazyRows:
+    """The pixel file an entry names, checked against its recorded size and sha256: as a
+    tensor when it fits in memory, else as rows read on demand."""
+    if not isinstance(described, dict) or not {"file", "rows", "shape", "sha256"} <= set(described):
+        raise ValueError("its pixel file is not described")
+    file = path.parent / Path(str(described["file"])).name
+    shape = [int(v) for v in described["shape"]]
+    rows = int(described["rows"])
+    size = rows * int(torch.tensor(shape).prod())
+    if not file.is_file() or file.stat().st_size != size:
+        raise ValueError(f"its pixel file {file.name} is missing or not {size} bytes")
+    if _file_sha256(file) != described["sha256"]:
+        raise ValueError(f"its pixel file {file.name} does not match its checksum")
+    view = LazyRows.of(DiskArray(file, rows, shape))
+    return view.materialize() if size <= in_memory_limit() else view
 
 
 def load_split(path: Path) -> DataSplit:
@@ -156,13 +265,23 @@ def load_split(path: Path) -> DataSplit:
                          f"not {FORMAT_VERSION}")
     if payload.get("sha256") != checksum(payload):
         raise ValueError("its content does not match its checksum")
-    parts = {
-        part: ArrayDataset(payload[f"{part}_x"], payload[f"{part}_y"],
-                           list(payload[f"{part}_class_names"]))
-        for part in _PARTS
-    }
+    parts = {}
+    for part in _PARTS:
+        x = payload.get(f"{part}_x")
+        if x is None:
+            x = _load_pixels(path, payload.get(f"{part}_x_file"))
+        parts[part] = ArrayDataset(x, payload[f"{part}_y"], list(payload[f"{part}_class_names"]))
     return DataSplit(payload["name"], parts["train"], parts["test"],
                      tuple(payload["mean"]), tuple(payload["std"]))
+
+
+def _remove_stale(path: Path, prefix: str) -> None:
+    """Delete the other entries built from the same source (and their pixel files)."""
+    keep = {path, *(_pixel_file(path, part) for part in _PARTS)}
+    for pattern in (f"{prefix}*.pt", f"{prefix}*.u8"):
+        for stale in path.parent.glob(pattern):
+            if stale not in keep:
+                stale.unlink(missing_ok=True)
 
 
 def warn(message: str) -> None:
@@ -190,12 +309,14 @@ def cached_split(
         except Exception as exc:  # truncated, corrupt or foreign file: rebuild it below
             reason = " ".join(str(exc).split())[:120] or type(exc).__name__
             warn(f"cache entry {path} is damaged ({reason}); rebuilding it")
-    split = build()
+    token = _SPILL_DIR.set(path.parent)  # pixels too large for memory are decoded next to the entry
+    try:
+        split = build()
+    finally:
+        _SPILL_DIR.reset(token)
     try:
         save_split(split, path)
-        for stale in path.parent.glob(f"{prefix}*.pt"):
-            if stale != path:
-                stale.unlink(missing_ok=True)
+        _remove_stale(path, prefix)
     except OSError as exc:
         warn(f"could not write cache entry {path} ({exc.strerror or exc}); the data is decoded again next time")
     return split

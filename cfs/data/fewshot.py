@@ -14,23 +14,19 @@ for decoding thousands of PNG/JPEG files.
 from __future__ import annotations
 
 import csv
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from torchvision.io import ImageReadMode
-from torchvision.transforms.v2 import functional as TF
-from tqdm.auto import tqdm
 
 from cfs.data.arrays import ArrayDataset, DataSplit
 from cfs.data.cache import cached_split
+from cfs.data.decode import decode_images
 from cfs.data.sources import CIFAR100_STATS, channel_stats, decode_file, default_root, load_cifar100
 from cfs.errors import CfsError
 
 SPLITS = ("train", "val", "test")
-_TV_DECODER_DEPRECATION = "The image decoding and encoding capabilities of TorchVision"
 
 # CIFAR-FS (Bertinetto et al., ICLR 2019): 64/16/20 classes; the 36 val+test classes by their
 # torchvision CIFAR-100 names (the split files of the r2d2 repository, also torchmeta's assets).
@@ -65,22 +61,16 @@ def _empty_like(data: ArrayDataset) -> ArrayDataset:
     return ArrayDataset(data.x[:0], data.y[:0], data.class_names)
 
 
-def _decode(path: Path, mode: ImageReadMode, image_size: int | None) -> torch.Tensor:
-    img = decode_file(path, mode)  # an unreadable or corrupt file is a one-line error naming it
-    if image_size is not None and tuple(img.shape[1:]) != (image_size, image_size):
-        img = TF.resize(img, [image_size, image_size], antialias=True)
-    return img
+def _decode_all(paths: list[Path], mode: str, image_size: int | None) -> torch.Tensor:
+    """Decode ``paths`` in ``mode`` (``"RGB"`` or ``"GRAY"``), in parallel (see
+    :mod:`cfs.data.decode`); an unreadable or corrupt file is a one-line error naming it."""
+    from torchvision.io import ImageReadMode
 
-
-def _decode_all(paths: list[Path], mode: ImageReadMode, image_size: int | None) -> torch.Tensor:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", _TV_DECODER_DEPRECATION, DeprecationWarning)
-        images = [_decode(p, mode, image_size) for p in tqdm(paths, desc=f"decoding ({len(paths)} files)",
-                                                             unit="img", leave=False, disable=None)]
-    sizes = {tuple(i.shape[1:]) for i in images}
-    if len(sizes) > 1:
-        raise CfsError(f"images differ in size ({sorted(sizes)[:3]}); pass the loader option image_size=N")
-    return torch.stack(images)
+    read_mode = ImageReadMode[mode]
+    return decode_images(
+        paths, lambda p: decode_file(p, read_mode), image_size, f"decoding ({len(paths)} files)",
+        lambda sizes: f"images differ in size ({sizes[:3]}); pass the loader option image_size=N",
+    )
 
 
 # ---------------------------------------------------------------- Omniglot
@@ -148,7 +138,7 @@ def load_omniglot(
     def build() -> DataSplit:
         paths = [p for group in files for p in group]
         labels = [k for k, group in enumerate(files) for _ in group]
-        data = ArrayDataset(_decode_all(paths, ImageReadMode.GRAY, size), torch.tensor(labels), names)
+        data = ArrayDataset(_decode_all(paths, "GRAY", size), torch.tensor(labels), names)
         return DataSplit("omniglot", data, _empty_like(data), (0.0,), (1.0,))
 
     cached = cached_split("omniglot", subsets, {"image_size": size}, build)
@@ -238,13 +228,13 @@ def load_mini_imagenet(
                     raise CfsError(f"{path} is listed in a split CSV but missing; re-extract the data set")
                 paths.append(path)
                 labels.append(index[wnid])
-        data = ArrayDataset(_decode_all(paths, ImageReadMode.RGB, size), torch.tensor(labels), class_names)
+        data = ArrayDataset(_decode_all(paths, "RGB", size), torch.tensor(labels), class_names)
         return DataSplit("mini-imagenet", data, _empty_like(data), (0.0,) * 3, (1.0,) * 3)
 
     cached = cached_split("mini-imagenet", [folder / "images", *csvs.values()], {"image_size": size}, build)
     data = cached.train
     stats_classes = splits["train"] or splits["val"] or splits["test"]
-    mean, std = channel_stats(data.x[torch.isin(data.y, torch.tensor(stats_classes))])
+    mean, std = channel_stats(data.subset(torch.isin(data.y, torch.tensor(stats_classes))).x)
     return FewShotSplit("mini-imagenet", data, _empty_like(data), mean, std, splits)
 
 
@@ -305,14 +295,15 @@ def load_fewshot_imagefolder(
         names += [f"{s}/{c}" for c in classes]
         splits[s] = list(range(offset, offset + len(classes)))
         offset += len(classes)
-    data = ArrayDataset(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]), names)
+    joined = ArrayDataset.concat(parts)
+    data = ArrayDataset(joined.x, joined.y, names)
     stats_classes = splits["train"] or splits[present[0]]
-    mean, std = channel_stats(data.x[torch.isin(data.y, torch.tensor(stats_classes))])
+    mean, std = channel_stats(data.subset(torch.isin(data.y, torch.tensor(stats_classes))).x)
     return FewShotSplit("fewshot-imagefolder", data, _empty_like(data), mean, std, splits)
 
 
 def _folder_part(paths: list[Path], labels: list[int], size: int | None) -> DataSplit:
-    data = ArrayDataset(_decode_all(paths, ImageReadMode.RGB, size), torch.tensor(labels))
+    data = ArrayDataset(_decode_all(paths, "RGB", size), torch.tensor(labels))
     return DataSplit("folder", data, _empty_like(data), (0.0,) * 3, (1.0,) * 3)
 
 

@@ -20,20 +20,21 @@ import gzip
 import os
 import pickle
 import struct
-import warnings
 from pathlib import Path
 from typing import Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-import torchvision
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2 import functional as TF
-from tqdm.auto import tqdm
 
 from cfs.data.arrays import ArrayDataset, DataSplit
 from cfs.data.cache import cached_split
+from cfs.data.decode import decode_images
 from cfs.errors import CfsError
+
+if TYPE_CHECKING:  # torchvision is imported where it is used: it costs seconds at start-up
+    from torchvision.io import ImageReadMode
 
 # Where Debian's ``dataset-fashion-mnist`` package installs the four idx files.
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -46,7 +47,6 @@ MNIST_STATS = ((0.1307,), (0.3081,))
 FASHION_MNIST_STATS = ((0.2860,), (0.3530,))
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp"})
 _ARCHIVE = "../shared/data/cifar10-jpg.tar.gz"
-_TV_DECODER_DEPRECATION = "The image decoding and encoding capabilities of TorchVision"
 
 
 def default_root(root: str | Path | None) -> Path:
@@ -60,12 +60,12 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
     """Per-channel mean and std of uint8 NCHW images on the 0..1 scale.
 
     Sums run in float64 over chunks, so 50,000 CIFAR images need tens of MB, not the GB a
-    float copy of the whole tensor would.
+    float copy of the whole tensor would; rows on disk are read chunk by chunk.
     """
     total = torch.zeros(x.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
-    for chunk in x.split(2048):
-        c = chunk.to(torch.float64) / 255.0
+    for start in range(0, x.shape[0], 2048):
+        c = x[start : start + 2048].to(torch.float64) / 255.0
         total += c.sum(dim=(0, 2, 3))
         squares += (c * c).sum(dim=(0, 2, 3))
     count = x.shape[0] * x.shape[2] * x.shape[3]
@@ -286,8 +286,9 @@ def load_cifar10(root: str | Path | None = None, download: bool = False) -> Data
     """CIFAR-10 from torchvision's pickles (``<root>/cifar-10-batches-py``) or, failing that,
     from a JPEG ImageFolder tree (``<root>/{train,test}`` or ``<root>/cifar10-jpg/{train,test}``,
     the layout of the offline archive), decoded once and then cached."""
+    from torchvision.datasets import CIFAR10 as spec
+
     root = default_root(root)
-    spec = torchvision.datasets.CIFAR10
     pickles = root / spec.base_folder
     if _has_cifar_pickles(pickles, spec):
         return _read_cifar_pickles(pickles, spec, "cifar10", CIFAR10_STATS)
@@ -306,8 +307,9 @@ def load_cifar10(root: str | Path | None = None, download: bool = False) -> Data
 
 def load_cifar100(root: str | Path | None = None, download: bool = False) -> DataSplit:
     """CIFAR-100 (fine labels) from torchvision's pickles in ``<root>/cifar-100-python``."""
+    from torchvision.datasets import CIFAR100 as spec
+
     root = default_root(root)
-    spec = torchvision.datasets.CIFAR100
     pickles = root / spec.base_folder
     if not _has_cifar_pickles(pickles, spec):
         if not download:
@@ -386,16 +388,20 @@ def _load_mnist_like(
 
 def load_mnist(root: str | Path | None = None, download: bool = False) -> DataSplit:
     """MNIST, 60,000/10,000 28x28 greyscale digits."""
+    from torchvision.datasets import MNIST
+
     return _load_mnist_like(
-        torchvision.datasets.MNIST, "mnist", MNIST_STATS, default_root(root), download, []
+        MNIST, "mnist", MNIST_STATS, default_root(root), download, []
     )
 
 
 def load_fashion_mnist(root: str | Path | None = None, download: bool = False) -> DataSplit:
     """Fashion-MNIST; with no ``root`` given, Debian's ``dataset-fashion-mnist`` files count too."""
+    from torchvision.datasets import FashionMNIST
+
     extra = [DEBIAN_FASHION_MNIST] if root is None else []
     return _load_mnist_like(
-        torchvision.datasets.FashionMNIST, "fashion-mnist", FASHION_MNIST_STATS,
+        FashionMNIST, "fashion-mnist", FASHION_MNIST_STATS,
         default_root(root), download, extra,
     )
 
@@ -403,10 +409,13 @@ def load_fashion_mnist(root: str | Path | None = None, download: bool = False) -
 # ---------------------------------------------------------------- image folders
 
 
-def decode_file(path: Path, mode: ImageReadMode = ImageReadMode.RGB) -> torch.Tensor:
+def decode_file(path: Path, mode: ImageReadMode | None = None) -> torch.Tensor:
     """One image file as uint8 CHW, RGB by default (torchvision's libjpeg-turbo/libpng
     decoders: about 4x faster than PIL on small JPEGs). A file that cannot be read or decoded
     is a one-line :class:`CfsError` naming it; an animated GIF gives its first frame."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    mode = ImageReadMode.RGB if mode is None else mode
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -466,26 +475,12 @@ def _decode_part(folder: Path, class_names: list[str], image_size: int | None) -
     paths, labels = _image_files(folder, class_names)
     if not paths:
         raise CfsError(f"no images found in {folder}/<class>/; put .jpg/.png files there")
-    images = []
-    with warnings.catch_warnings():
-        # torchvision 0.29 deprecates its decoders in favour of torchcodec (not a dependency
-        # here) and warns on every call; they are still about 3x faster than PIL.
-        warnings.filterwarnings("ignore", _TV_DECODER_DEPRECATION, DeprecationWarning)
-        # a bar for the first decode only (later runs read the cache); off when not a terminal
-        for path in tqdm(paths, desc=f"decoding {folder.name}/ ({len(paths)} files)", unit="img", leave=False,
-                         disable=None):
-            img = decode_file(path)
-            if image_size is not None and tuple(img.shape[1:]) != (image_size, image_size):
-                img = TF.resize(img, [image_size, image_size], antialias=True)
-            images.append(img)
-    sizes = {tuple(img.shape[1:]) for img in images}
-    if len(sizes) > 1:
-        shown = ", ".join(f"{h}x{w}" for h, w in sorted(sizes)[:3])
-        raise CfsError(
-            f"images in {folder} differ in size ({shown}); pass image_size=N "
-            f"(option --image-size) to resize them to NxN"
-        )
-    return ArrayDataset(torch.stack(images), torch.tensor(labels), class_names)
+    x = decode_images(
+        paths, lambda p: decode_file(p), image_size, f"decoding {folder.name}/ ({len(paths)} files)",
+        lambda sizes: (f"images in {folder} differ in size ({', '.join(f'{h}x{w}' for h, w in sizes[:3])}); "
+                       f"pass image_size=N (option --image-size) to resize them to NxN"),
+    )
+    return ArrayDataset(x, torch.tensor(labels), class_names)
 
 
 def _decode_imagefolder(

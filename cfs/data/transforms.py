@@ -50,6 +50,7 @@ class BatchTransform:
         if self.cutout < 0:
             raise CfsError(f"augment: cutout must be >= 0 pixels, got {self.cutout}")
         self._autoaugment = None
+        self._device_generators: dict[torch.device, torch.Generator] = {}
 
     def _mean_std(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if device not in self._stats:
@@ -74,12 +75,27 @@ class BatchTransform:
             x = F.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False)
         return x
 
+    def _on_device(self, g: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+        """The generator to draw this batch's random numbers from, on the batch's device.
+
+        ``g`` itself when it lives there (the CPU: the draws are what they always were); else a
+        generator on ``device`` reseeded from one draw of ``g`` per batch, so the numbers are
+        made where they are used (no host-to-device copy per draw) and still follow ``g``: same
+        seed, same augmentation, and a resumed run continues ``g``'s sequence."""
+        if g is None or g.device == device:
+            return g
+        if device not in self._device_generators:
+            self._device_generators[device] = torch.Generator(device=device)
+        seed = int(torch.randint(2**62, (1,), generator=g, device=g.device))
+        return self._device_generators[device].manual_seed(seed)
+
     def _augment(self, x: torch.Tensor, g: torch.Generator | None) -> torch.Tensor:
         b, _, h, w = x.shape
         dev = x.device
+        here = self._on_device(g, dev)
 
         def rand(*shape: int) -> torch.Tensor:
-            return torch.rand(*shape, generator=g, device=g.device if g is not None else dev).to(dev)
+            return torch.rand(*shape, generator=here, device=dev)
 
         if self.crop_padding:
             p = self.crop_padding
@@ -97,7 +113,7 @@ class BatchTransform:
             factor = 1 + (rand(b) * 2 - 1) * self.brightness
             x = (x * factor.view(b, 1, 1, 1)).clamp_(0, 1)
         if self.autoaugment:
-            x = self._auto_augment(x, g)
+            x = self._auto_augment(x, g)  # its one seed comes from g's own device: no sync
         if self.cutout:
             cy = (rand(b) * h).long().view(b, 1, 1, 1)
             cx = (rand(b) * w).long().view(b, 1, 1, 1)

@@ -93,10 +93,12 @@ def _reference_herding(features: torch.Tensor, m: int) -> list[int]:
 
 @pytest.mark.parametrize("n, dim, m", [(200, 16, 200), (300, 64, 30), (400, 8, 150)])
 @pytest.mark.parametrize("gram_rows", [0, 10_000])  # matrix-vector steps; precomputed Gram matrix
-def test_vectorised_herding_picks_what_the_distance_formula_picks(n, dim, m, gram_rows, monkeypatch):
+@pytest.mark.parametrize("host_loop", [{"cpu"}, set()])  # NumPy steps; torch steps (as on a GPU)
+def test_vectorised_herding_picks_what_the_distance_formula_picks(n, dim, m, gram_rows, host_loop, monkeypatch):
     import cfs.memory
 
     monkeypatch.setattr(cfs.memory, "GRAM_ROWS", gram_rows)
+    monkeypatch.setattr(cfs.memory, "HOST_LOOP", frozenset(host_loop))
     feats = torch.randn(n, dim, generator=torch.Generator().manual_seed(n + dim))
     feats[5] = feats[3]  # an exact tie: the first index wins in both
     assert herding_order(feats, m).tolist() == _reference_herding(feats, m)
