@@ -54,7 +54,7 @@ def test_list_and_plugins(capsys):
     out = capsys.readouterr().out
     assert "split-cifar100" in out and "finetune" in out and "resnet32" in out
     kinds = out.split("scenario kinds:\n")[1].split("strategies:\n")[0]
-    assert [line.split()[0] for line in kinds.splitlines()] == ["class-incremental", "episodic", "fscil"]
+    assert [line.split()[0] for line in kinds.splitlines()] == ["class-incremental", "episodic", "fscil", "online"]
     loggers = out.split("loggers:\n")[1]
     assert [line.split()[0] for line in loggers.splitlines()] == ["console", "jsonl", "tensorboard"]
     assert main(["plugins"]) == 0

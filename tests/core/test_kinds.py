@@ -110,7 +110,7 @@ PLUGIN = textwrap.dedent('''
     def cfs_add_scenarios(registry):
         registry.add(Blobs("toy-blobs", "toy"))
         registry.add(Blobs("toy-stream-blobs", "toy-stream"))
-        registry.add(Blobs("online-blobs", "online"))  # a kind nobody registers
+        registry.add(Blobs("ti-blobs", "task-incremental"))  # a kind nobody registers
 
 
     @hookimpl
@@ -133,12 +133,13 @@ def toy(tmp_path, monkeypatch) -> str:
 
 def test_first_party_kinds_are_registered():
     pm = get_plugin_manager()
-    assert list(pm.kinds) == ["class-incremental", "episodic", "fscil"]
+    assert list(pm.kinds) == ["class-incremental", "episodic", "fscil", "online"]
     assert pm.kinds.entry("fscil").plugin == "kinds"
     assert pm.kinds.get("fscil").loop is pm.kinds.get("class-incremental").loop
     assert not pm.kinds.get("episodic").channels_last and pm.kinds.get("fscil").channels_last
-    with pytest.raises(CfsError, match="unknown scenario kind 'online'"):
-        pm.kinds.get("online")
+    assert pm.kinds.get("online").loop is not pm.kinds.get("class-incremental").loop
+    with pytest.raises(CfsError, match="unknown scenario kind 'task-incremental'"):
+        pm.kinds.get("task-incremental")
 
 
 def test_plugin_kind_runs_end_to_end(toy, tmp_path, capsys):
@@ -180,18 +181,18 @@ def test_strategy_compatibility_names_registered_kinds(toy, tmp_path, capsys):
 
 
 def test_unregistered_kind_is_one_line_before_any_work(toy, tmp_path, capsys):
-    assert main(["bench", "-p", toy, "--scenario", "online-blobs", "--strategy", "idle",
+    assert main(["bench", "-p", toy, "--scenario", "ti-blobs", "--strategy", "idle",
                  "--out", str(tmp_path / "never"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("cfs: error: scenario 'online-blobs' has kind 'online', which no loaded plugin registers "
-                   "(registered kinds: class-incremental, episodic, fscil, toy, toy-stream); "
+    assert err == ("cfs: error: scenario 'ti-blobs' has kind 'task-incremental', which no loaded plugin registers "
+                   "(registered kinds: class-incremental, episodic, fscil, online, toy, toy-stream); "
                    "load the plugin that defines it with -p MODULE")
     assert not (tmp_path / "never").exists()
 
 
 def test_plugin_subcommand(toy, capsys):
     assert main(["hello", "-p", toy, "--to", "cfs"]) == 0
-    assert capsys.readouterr().out == "hello cfs: class-incremental, episodic, fscil, toy, toy-stream\n"
+    assert capsys.readouterr().out == "hello cfs: class-incremental, episodic, fscil, online, toy, toy-stream\n"
     assert main(["-p", toy, "hello"]) == 0  # -p before the subcommand is read too
     assert capsys.readouterr().out.startswith("hello world:")
     assert main(["hello"]) == 2  # without the plugin there is no such command: one line, exit 2
@@ -204,7 +205,7 @@ def test_list_and_plugins_show_what_a_plugin_registers(toy, capsys):
     kinds = out.split("scenario kinds:\n")[1].split("strategies:")[0]
     rows = {line.split(None, 1)[0]: line.split(None, 1)[1] for line in kinds.strip().splitlines()}
     assert rows["toy"] == "Toy setting: nearest class mean of untrained features, one pass."
-    assert set(rows) == {"class-incremental", "episodic", "fscil", "toy", "toy-stream"}
+    assert set(rows) == {"class-incremental", "episodic", "fscil", "online", "toy", "toy-stream"}
     assert main(["plugins", "-p", toy]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(toy))
     for what in ("scenario kind toy", "scenario kind toy-stream", "command hello", "scenario toy-blobs", "strategy idle"):
