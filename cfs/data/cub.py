@@ -18,7 +18,6 @@ import warnings
 from pathlib import Path
 
 import torch
-import torchvision.transforms.v2.functional as TF
 from tqdm import tqdm
 
 from cfs.data.arrays import ArrayDataset, DataSplit
@@ -79,6 +78,8 @@ def cub_train_listing(root: str | Path | None) -> dict[str, int]:
 
 
 def _decode(folder: Path, records: list[tuple[str, int]], image_size: int, names: list[str], part: str) -> ArrayDataset:
+    import torchvision.transforms.v2.functional as TF  # here, not at start-up (seconds)
+
     images = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29's decoder deprecation

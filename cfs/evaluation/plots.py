@@ -4,15 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def _pyplot():
+    """matplotlib's pyplot on the headless Agg backend, imported on the first figure (it costs
+    most of a second, which ``cfs list`` and runs without plots need not pay)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_accuracy_matrix(R: np.ndarray, path: Path, title: str) -> None:
     """Heatmap of R[i, j] (rows: after training i; columns: tested on j), in percent."""
+    plt = _pyplot()
     R = np.asarray(R, float) * 100
     fig, ax = plt.subplots(figsize=(max(5.0, 1.0 + 0.6 * R.shape[1]), max(4.0, 1.0 + 0.5 * R.shape[0])), dpi=100)
     im = ax.imshow(R, vmin=0, vmax=100, cmap="viridis")
@@ -30,6 +38,7 @@ def plot_accuracy_matrix(R: np.ndarray, path: Path, title: str) -> None:
 
 
 def _finish(fig, ax, path: Path) -> None:
+    plt = _pyplot()
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
@@ -40,6 +49,7 @@ def _finish(fig, ax, path: Path) -> None:
 
 def plot_lines(series: dict[str, list[float | None]], path: Path, title: str, xlabel: str, ylabel: str) -> None:
     """One line per label (values in 0..1 shown in percent); ``None`` points are skipped."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     for label, ys in series.items():
         xs = [i for i, v in enumerate(ys) if v is not None]
@@ -54,6 +64,7 @@ def plot_lines(series: dict[str, list[float | None]], path: Path, title: str, xl
 
 def plot_grouped_bars(series: dict[str, list[float]], path: Path, title: str, xlabel: str, ylabel: str) -> None:
     """Bars per x position, one colour per label (values in 0..1 shown in percent)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     labels = list(series)
     width = 0.8 / max(len(labels), 1)
@@ -71,6 +82,7 @@ def plot_grouped_bars(series: dict[str, list[float]], path: Path, title: str, xl
 
 def plot_intervals(means: dict[str, float], halves: dict[str, float], path: Path, title: str) -> None:
     """Mean accuracy per label with its (95 %) interval as an error bar, in percent."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     labels = list(means)
     ax.bar(range(len(labels)), [100 * means[k] for k in labels], yerr=[100 * halves[k] for k in labels],
