@@ -1,8 +1,9 @@
-"""``cfs sweep`` end to end on split-digits (1 epoch): on a local Ray instance the test starts
-and stops, and on the local process pool. In each, one run's process is SIGKILLed after its
-first checkpoint (``-p _sweep_kill``): the sweep still finishes every run, the killed one
-resumed from its checkpoint; a second invocation skips every finished run; ``cfs report``
-shows mean ± std over the seeds and ``seeds.csv`` holds the same statistics unrounded."""
+"""``cfs sweep`` end to end on split-digits (1 epoch, 2 seeds): on a local Ray instance the test
+starts and stops, and on the local process pool. In each, one run's process is SIGKILLed after
+its first checkpoint (``-p _sweep_kill``): the sweep still finishes every run, the killed one
+resumed from its checkpoint; a second invocation skips every finished run (one with other flags
+is refused); ``cfs report`` shows mean ± std over the seeds and ``seeds.csv`` holds the same
+statistics unrounded."""
 
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def check_sweep(out: Path, flag: Path, report: Path, capsys) -> None:
     assert "2 finished before, skipped" in capsys.readouterr().err
     assert [p["attempts"] for p in json.loads((out / "sweep.json").read_text())["points"]] == \
         [p["attempts"] for p in points]
+    assert main([*GRID, "--backend", "local", "--epochs", "2", "--out", str(out)]) == 2  # not the same runs
+    assert "was started with other cfs bench flags" in capsys.readouterr().err
 
     assert main(["report", str(out), "--out", str(report)]) == 0
     text = capsys.readouterr().out
