@@ -18,7 +18,8 @@ same machine load:
    with the EWC penalty (old: a Python loop over parameters; new: the fused
    :class:`cfs_plugins.ewc.QuadraticPenalty`) against the same step without it (fine-tuning).
 
-Usage: ``python benchmarks/perf/scaling.py [--repeats 5] [--quick]``; prints one table.
+Usage: ``python benchmarks/perf/scaling.py [--repeats 5] [--herding-rounds 1] [--quick]``;
+prints one table (about 3 minutes of CPU).
 """
 
 from __future__ import annotations
@@ -186,6 +187,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds (default 5)")
     parser.add_argument("--steps", type=int, default=200, help="training steps per timing (default 200)")
+    parser.add_argument("--herding-rounds", type=int, default=1,
+                        help="alternating herding rounds (default 1: the old side takes a minute)")
     parser.add_argument("--quick", action="store_true", help="smaller herding classes (1,000 rows)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -204,11 +207,11 @@ def main() -> None:
 
     per_class = 1_000 if args.quick else 5_000
     check: dict = {}
-    rounds = max(1, min(args.repeats, 3))
+    rounds = max(1, args.herding_rounds)
     herding = alternate({f"{side} {b}": herding_run(b, side == "old", per_class, 64, check)
                          for b in BUDGETS for side in ("old", "new")}, rounds)
     same = all(torch.equal(v[0], w) for v in check.values() for w in v[1:])
-    print(f"herding, seconds per memory update (10 classes x {per_class:,} rows, 64-d)")
+    print(f"herding, seconds per memory update (10 classes x {per_class:,} rows, 64-d; {rounds} round(s))")
     print(f"  {'budget':>8} {'old':>14} {'new':>14} {'speed-up':>9}")
     for b in BUDGETS:
         o, n = herding[f"old {b}"], herding[f"new {b}"]
