@@ -55,12 +55,15 @@ def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
                                              None if gram is None else gram.numpy(), m))
         return order.to(features.device)
     chosen = []
-    for _ in range(m):
-        i = score.argmin()
+    for _ in range(m):  # index_select with a device index: no read-back of i to the host
+        i = score.argmin().view(1)
         chosen.append(i)
-        score += gram[i] if gram is not None else torch.addmv(drift, phi, phi[i], beta=-1.0, alpha=2.0)
-        score.index_fill_(0, i.view(1), float("inf"))
-    order = torch.stack(chosen) if chosen else torch.zeros(0, dtype=torch.long, device=phi.device)
+        if gram is not None:
+            score += gram.index_select(0, i)[0]
+        else:
+            score += torch.addmv(drift, phi, phi.index_select(0, i)[0], beta=-1.0, alpha=2.0)
+        score.index_fill_(0, i, float("inf"))
+    order = torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.long, device=phi.device)
     return order.to(features.device)
 
 
