@@ -96,7 +96,7 @@ def test_ncptm_aligns_features_to_the_growing_etf(ptm_run, options):
     x = torch.cat([e.test.x for e in scenario.experiences])
     y = torch.cat([e.test.y for e in scenario.experiences])
     with torch.no_grad():
-        z = strat.proj(strat.adapter(compute_features(state.model.backbone, state.transform, x, state.device)))
+        z = strat.proj(strat.representation(state, state.transform(x, train=False)))
     cos_true = (z @ E)[torch.arange(len(y)), y]
     assert cos_true[y < 2].mean() > 0.5 and cos_true.mean() > 0.5
     assert _final(result) > 0.9
@@ -189,10 +189,12 @@ def test_ncptm_stores_per_class_feature_statistics(ptm_run):
     opts = {"epochs": 3, "hidden": 64, "proj_dim": 16}
     result = ptm_run("ncptm-cil", scenario, options={"ncptm-cil": opts})
     strat, state = result.state.strategies[0], result.state
-    assert strat.means.shape == strat.variances.shape == (6, state.model.backbone.out_dim)
+    # the default representation is APER's [PTM; adapted]
+    assert strat.means.shape == strat.variances.shape == (6, 2 * state.model.backbone.out_dim)
     for exp in scenario.experiences:
         with torch.no_grad():
-            f = strat.adapter(compute_features(state.model.backbone, state.transform, exp.train.x, state.device))
+            ptm = compute_features(state.model.backbone, state.transform, exp.train.x, state.device)
+            f = torch.cat([ptm, strat.adapter(ptm)], dim=1)
         for c in exp.classes:
             assert torch.allclose(strat.means[c], f[exp.train.y == c].mean(0), atol=1e-5)
             assert torch.allclose(strat.variances[c], f[exp.train.y == c].var(0), atol=1e-5)
@@ -380,7 +382,7 @@ def test_ncptm_on_a_cnn_reads_bn_adapted_features_by_default(ptm_run):
 
     scenario = synthetic_scenario()
     opts = {"epochs": 3, "hidden": 64, "proj_dim": 16, "adapter_epochs": 2}
-    result = ptm_run("ncptm-cil", scenario, **cnn_config(**{"ncptm-cil": opts}))
+    result = ptm_run("ncptm-cil", scenario, **cnn_config(**{"ncptm-cil": {**opts, "representation": "adapted"}}))
     strat, state = result.state.strategies[0], result.state
     assert strat.adaptation.variant == "bn" and strat.adapter is None
     x = scenario.experiences[0].train.x
@@ -390,8 +392,8 @@ def test_ncptm_on_a_cnn_reads_bn_adapted_features_by_default(ptm_run):
     # the stored class statistics are those of the adapted features (METHODS.md 1.2: f = adapted)
     c = scenario.experiences[0].classes[0]
     assert torch.allclose(strat.means[c], adapted[scenario.experiences[0].train.y == c].mean(0), atol=1e-5)
-    # concat: [PTM; adapted]; none: the PTM features
-    both = ptm_run("ncptm-cil", scenario, **cnn_config(**{"ncptm-cil": {**opts, "representation": "concat"}}))
+    # concat (the default): [PTM; adapted]; none: the PTM features
+    both = ptm_run("ncptm-cil", scenario, **cnn_config(**{"ncptm-cil": opts}))
     assert both.state.strategies[0].means.shape[1] == 2 * state.model.backbone.out_dim
     plain = ptm_run("ncptm-cil", scenario, **cnn_config(**{"ncptm-cil": {**opts, "adapter": "none"}}))
     assert plain.state.strategies[0].adaptation is None
