@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "perf"))
@@ -177,7 +178,7 @@ def main() -> None:
     for item in a.option:
         key, value = item.split("=", 1)
         method, name = key.split(".", 1)
-        CPU_OPTIONS.setdefault(method, {})[name] = type(CPU_OPTIONS.get(method, {}).get(name, 0))(value)
+        CPU_OPTIONS.setdefault(method, {})[name] = yaml.safe_load(value)  # 1 -> int, 1.0 -> float, false -> bool
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in a.seeds.split(",")]
