@@ -264,6 +264,22 @@ def follow_main_rank(pm: CfsPluginManager, cfg: RunConfig, plan: list[tuple[str,
     return 0
 
 
+def check_backbone(pm: CfsPluginManager, cfg: RunConfig, scenario: Any) -> None:
+    """Build the run's model once before any folder is written, so a backbone that cannot take
+    the data (a Conv-4 on 8x8 images, RGB weights on grey images, a missing weights file) or a
+    ``--pretrained`` it would silently ignore is a one-line error, not a crash mid-run."""
+    import inspect
+
+    from cfs.engine.runner import build_model
+
+    if cfg.pretrained and not cfg.backbone.startswith("timm:"):
+        factory = pm.backbones.get(cfg.backbone)
+        if "pretrained" not in inspect.signature(factory).parameters:
+            raise CfsError(f"--pretrained: backbone {cfg.backbone!r} has no pretrained weights "
+                           f"(timm:<model> and efficientnet-lite0/1/2 have; --weights PATH loads a local file)")
+    build_model(pm, cfg, scenario)
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import time
@@ -299,6 +315,7 @@ def run(args: argparse.Namespace) -> int:
     scenario, kind = build_scenario(factory, cfg, pm.kinds, kind)  # data errors: still nothing written
     policy = CheckpointPolicy(epochs=cfg.checkpoint_epochs, minutes=cfg.checkpoint_minutes,
                               min_seconds=cfg.checkpoint_min_seconds)
+    check_backbone(pm, cfg, scenario)  # backbone errors (sizes, weights): still nothing written
     lock_folders(folders, resume=resume is not None)
     try:
         if len(plan) > 1 and resume is None and cfg.out:

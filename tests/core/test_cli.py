@@ -41,6 +41,8 @@ def test_config_file_and_flag_override(tmp_path, capsys):
     (["bench", "--scenario", "split-cifar100", "--data-root", "/nonexistent/cifar"], "/nonexistent/cifar"),
     (["bench", "--split", "B3-Inc4"], "does not fit"),
     (["bench", "-p", "no_such_module_xyz"], "cannot import plugin module"),
+    (["bench", "--backbone", "conv4"], "at least 16x16"),  # 8x8 digits: checked before any folder
+    (["bench", "--pretrained"], "has no pretrained weights"),  # the MLP: was silently ignored
 ])
 def test_user_errors_one_line_exit_2(argv, msg, capsys, tmp_path):
     assert main(argv + ["--out", str(tmp_path / "never"), "--no-progress"]) == 2
