@@ -162,6 +162,9 @@ class ContinualLoop:
         targets: list[torch.Tensor] = []
         bar = self.bars.batches(m, f"exp {s.experience_index} epoch {s.epoch + 1}/{s.config.epochs}")
         prepare, xs, ys, step, forward_loss = s.prepare, data.x, data.y, self.step, self._forward_loss
+        # CPU: keep the logits, one argmax per epoch costs less than one per step; CUDA: the
+        # argmax per step is queued work, and the epoch's logits need not stay in memory
+        per_step_argmax = s.device.type == "cuda"
         with s.sharded():  # augmentation: this rank's own draws (cfs.engine.distributed)
             for start in range(0, m, bs):
                 s.step_in_epoch = start // bs
@@ -178,7 +181,8 @@ class ContinualLoop:
                     loss = step(forward_loss)
                 batch = s.batch
                 if s.outputs is not None and s.outputs.shape[0] == batch.size:  # a replaced step may set it
-                    predictions.append(s.outputs.detach().argmax(1))
+                    out = s.outputs.detach()
+                    predictions.append(out.argmax(1) if per_step_argmax else out)
                     # replayed rows get target -1, which no prediction equals: not counted, no sync
                     targets.append(torch.where(batch.incoming, batch.y, -1) if joined or batch.segments else batch.y)
                 losses.append(loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss), device=s.device))
@@ -214,9 +218,9 @@ class ContinualLoop:
             stacked = torch.stack([t.reshape(()) for t in losses]).float()
             stats[0] = torch.dot(stacked, torch.tensor(sizes, dtype=torch.float32, device=stacked.device))
             stats[1] = sum(sizes)
-        if predictions:
-            y = torch.cat(targets)
-            stats[2] = (torch.cat(predictions) == y).sum()
+        if predictions:  # the head's width is fixed within an experience
+            y, pred = torch.cat(targets), torch.cat(predictions)
+            stats[2] = ((pred.argmax(1) if pred.dim() == 2 else pred) == y).sum()
             stats[3] = (y >= 0).sum()
         loss_sum, seen, correct, counted = distributed.all_reduce_sum(stats).tolist()
         return loss_sum, int(seen), correct, int(counted)
