@@ -43,14 +43,29 @@ class Paired:
     def losses(self) -> int:
         return sum(d < 0 for d in self.differences)
 
+    @property
+    def mean(self) -> float:
+        return statistics.mean(self.differences)
+
+    @property
+    def ci95(self) -> float:
+        """Half-width of the normal 95% interval of the pooled mean difference."""
+        return 1.96 * statistics.stdev(self.differences) / len(self.differences) ** 0.5
+
+    def short(self) -> str:
+        """The paired result in a few words, for a row's rendered setting (notes are not rendered)."""
+        return (f"paired {self.a} minus {self.b} over the same {len(self.differences)} test episodes: "
+                f"{self.mean:+.2f} +- {self.ci95:.2f} points (95% CI), {self.a} better on {self.wins}, "
+                f"worse on {self.losses}")
+
     def note(self) -> str:
         """One line for a row's notes: pooled mean +- std, per seed means, wins/ties/losses."""
         d = self.differences
-        mean, std = statistics.mean(d), statistics.stdev(d)
+        mean, std = self.mean, statistics.stdev(d)
         seeds = ", ".join(f"seed {s}: {m:+.2f} ({n} episodes)" for s, m, n in self.per_seed)
         return (f"paired over the same test episodes, {self.a} minus {self.b}: {mean:+.2f} +- {std:.2f} points "
                 f"(mean +- std over {len(d)} episodes pooled from {len(self.per_seed)} seeds; 95% CI of the mean "
-                f"+-{1.96 * std / len(d) ** 0.5:.2f}); {seeds}; {self.a} better on {self.wins} episodes, worse on "
+                f"+-{self.ci95:.2f}); {seeds}; {self.a} better on {self.wins} episodes, worse on "
                 f"{self.losses}, tied on {len(d) - self.wins - self.losses}")
 
 

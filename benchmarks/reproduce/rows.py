@@ -55,7 +55,8 @@ class Row:
 
     def __post_init__(self) -> None:
         if (self.expectation is None) == (self.reference is None):
-            raise ValueError(f"row {self.id}: give exactly one of expectation (two methods) or reference (a published number)")
+            raise ValueError(f"row {self.id}: give exactly one of expectation (two methods) or "
+                             f"reference (a published number)")
         wanted = self.expectation[:2] if self.expectation is not None else (self.reference.method,)
         missing = [m for m in wanted if m not in self.per_seed]
         if missing:

@@ -91,7 +91,7 @@ def main() -> None:
                       claim="STN beats ProtoNet in 5-way 1-shot classification (by >= 2 points, about one seed's "
                             "95% interval over 100 test episodes)",
                       source="Jiang, Zhang & He, arXiv 2408.01427 (2024); issue 11 item 5",
-                      setting=f"{description}; {which}; {BUDGET}",
+                      setting=f"{description}; {which}; {BUDGET}; {pair.short()}",
                       command=command, metric="test accuracy %", seeds=seeds,
                       per_seed={"stn": [stn[s]["summary"]["accuracy"] for s in seeds],
                                 "protonet": [against[s]["summary"]["accuracy"] for s in seeds]},
