@@ -10,18 +10,26 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit status 2, like cfs's own user errors."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def episodic_metrics(run: Path) -> dict:
     """``metrics.json`` of a finished episodic run folder; a clear error when it is missing."""
     path = run / "metrics.json"
     if not path.is_file():
-        raise SystemExit(f"no finished run at {run} (missing metrics.json): run without --collect first")
+        fail(f"no finished run at {run} (missing metrics.json): run without --collect first")
     metrics = json.loads(path.read_text())
     if metrics.get("kind") != "episodic" or "episode_accuracy" not in metrics:
-        raise SystemExit(f"{path} is not an episodic run's metrics (no per-episode accuracies)")
+        fail(f"{path} is not an episodic run's metrics (no per-episode accuracies)")
     return metrics
 
 
@@ -76,7 +84,7 @@ def paired(a: str, b: str, runs: dict[int, tuple[dict, dict]]) -> Paired:
     for seed, (ma, mb) in sorted(runs.items()):
         ea, eb = ma["episode_accuracy"], mb["episode_accuracy"]
         if len(ea) != len(eb):
-            raise SystemExit(f"seed {seed}: {a} has {len(ea)} test episodes, {b} {len(eb)}: not paired")
+            fail(f"seed {seed}: {a} has {len(ea)} test episodes, {b} {len(eb)}: not paired")
         d = [100 * (x - y) for x, y in zip(ea, eb)]
         per_seed.append((seed, statistics.mean(d), len(d)))
         diffs += d
