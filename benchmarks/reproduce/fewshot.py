@@ -95,7 +95,9 @@ def main() -> None:
               source="Liu et al. 2022 (arXiv 2207.04217), code branpent/gp-maml; issue 11",
               setting=f"{SETTING}; {pair.short()}", command=command, metric="test accuracy %", seeds=seeds,
               per_seed={"gp-maml": per_seed["gp-maml"], "maml": per_seed["maml"]},
-              expectation=("gp-maml", "maml", 0.0), gpu_command=GPU_MAML,
+              # 2 points (about one seed's 95% interval at 200 episodes, as the STN rows): a lead
+              # inside the noise is "direction reproduced", not "reproduced"
+              expectation=("gp-maml", "maml", 2.0), gpu_command=GPU_MAML,
               notes=[pair.note(),
                      f"mean wall time per seed on a shared 2-core CPU (train + validation + test): {cost}",
                      f"validation accuracy at the end (20 episodes), per seed: GP-MAML {val['gp-maml']}; "
