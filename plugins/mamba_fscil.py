@@ -43,6 +43,13 @@ outputs as many channels as classes (the ETF needs ``d >= K``) through a linear 
 (the code's ``use_residual_proj``). The sessions clip the gradient norm at 1 (``grad_clip``; the
 code's default is no clipping, which diverged within ten steps at lr 0.25 on cfs's 64-channel
 ResNet-20 features). ``steps`` is what a CPU run lowers.
+
+At cfs's CPU scale (64-channel ResNet-20 maps, a 5-class base session) the official base-class
+suppression weight (``supp_base = 100``) keeps the new branch's gate closed for every sample: the
+sessions leave the predictions unchanged and novel classes are never predicted on fscil-cifar10
+(``benchmarks/reproduce/fscil.py``); with ``-o mamba-fscil.supp_base=1`` (or 0) the new branch
+learns the novel classes. The code's weight was tuned for 640-channel ResNet-12 maps, where the
+``|z|_F / numel`` normalisation makes the term about sqrt(10) times weaker.
 """
 
 from __future__ import annotations
