@@ -273,9 +273,6 @@ def check(cfg: RunConfig) -> None:
         from cfs.scenarios.curriculum import parse_class_order
 
         parse_class_order(cfg.class_order)
-    if cfg.weights is not None and not cfg.backbone.startswith("timm:"):
-        raise CfsError(f"--weights applies only to timm backbones (--backbone timm:<model>), not "
-                       f"{cfg.backbone!r}; remove it or pick a timm backbone")
     if cfg.weights is not None and not Path(cfg.weights).is_file():
         raise CfsError(f"--weights {cfg.weights!r}: no such file")
 

@@ -62,6 +62,8 @@ def build_model(pm: CfsPluginManager, cfg: RunConfig, scenario: Scenario) -> Con
     options: dict[str, Any] = {}
     if cfg.backbone.startswith("timm:"):
         options = {"pretrained": cfg.pretrained, "weights": cfg.weights}
+    elif cfg.weights is not None:  # a registered backbone that loads local files (check_backbone checked it)
+        options = {"weights": cfg.weights}
     size = scenario.transform.resize or shape[-1]
     backbone = build_backbone(pm.backbones, cfg.backbone, in_channels=shape[0], image_size=size, **options)
     head_cls = HEADS[cfg.head]

@@ -190,6 +190,74 @@ def adaptformer(module: nn.Module, bottleneck: int = 64, scale: float = 0.1, dro
     return params
 
 
+class _SwitchableAdd(nn.Module):
+    """Wraps a block's ``drop_path2``: its output plus the *active* adapter of a list (none when
+    ``active`` is ``None``) applied to ``norm2``'s input."""
+
+    def __init__(self, inner: nn.Module, source: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.adapters = nn.ModuleList()
+        self.active: int | None = None
+        object.__setattr__(self, "source", source)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        return out if self.active is None else out + self.adapters[self.active](self.source._peft_input)
+
+
+class AdapterSets:
+    """Several AdaptFormer adapter sets in one ViT, one set active at a time (EASE's subspaces).
+
+    :func:`adaptformer` adds one adapter per block for good; methods that keep one adapter set
+    per task (EASE, Zhou et al. CVPR 2024) need many on the same frozen backbone, switched per
+    forward pass. ``AdapterSets(vit)`` puts a switch parallel to every block's MLP (timm blocks,
+    as :func:`adaptformer`) and freezes the network; :meth:`add` appends a new set (same
+    initialisation as :func:`adaptformer`) and returns its parameters, freezing the earlier sets;
+    :meth:`use` selects the set the next forward passes run with (``None``: the plain backbone).
+    The adapters are submodules of the blocks, so ``state_dict``/``deepcopy`` carry them."""
+
+    def __init__(self, module: nn.Module, bottleneck: int = 64, scale: float = 0.1, dropout: float = 0.1) -> None:
+        blocks = [m for m in module.modules() if all(hasattr(m, a) for a in ("norm2", "mlp", "drop_path2"))]
+        if not blocks:
+            raise ValueError("AdapterSets: no transformer block (with norm2, mlp, drop_path2) in the module")
+        module.requires_grad_(False)
+        self.switches: list[_SwitchableAdd] = []
+        for b in blocks:
+            if isinstance(b.drop_path2, (_ParallelAdd, _SwitchableAdd)):
+                raise ValueError("AdapterSets: the block already has adapters")
+            b.norm2.register_forward_pre_hook(_record_input)
+            b.drop_path2 = _SwitchableAdd(b.drop_path2, b.norm2)
+            b.drop_path2.dim = int(b.norm2.normalized_shape[-1] if isinstance(b.norm2, nn.LayerNorm)
+                                   else b.mlp.fc1.in_features)
+            self.switches.append(b.drop_path2)
+        self.bottleneck, self.scale, self.dropout = bottleneck, scale, dropout
+
+    def __len__(self) -> int:
+        return len(self.switches[0].adapters)
+
+    def add(self) -> list[nn.Parameter]:
+        """Append a fresh adapter set (made active), freeze the earlier ones; its parameters."""
+        params: list[nn.Parameter] = []
+        for sw in self.switches:
+            sw.adapters.requires_grad_(False)
+            ref = next(iter([*sw.inner.parameters(), *sw.source.parameters()]), None)
+            kw = {"device": ref.device, "dtype": ref.dtype} if ref is not None else {}
+            adapter = Bottleneck(sw.dim, self.bottleneck, self.scale, self.dropout).to(**kw)
+            adapter.train(sw.training)
+            sw.adapters.append(adapter)
+            params += list(adapter.parameters())
+        self.use(len(self) - 1)
+        return params
+
+    def use(self, index: int | None) -> None:
+        """Run the next forward passes with adapter set ``index`` (``None``: no adapter)."""
+        if index is not None and not 0 <= index < len(self):
+            raise IndexError(f"adapter set {index} does not exist (there are {len(self)})")
+        for sw in self.switches:
+            sw.active = index
+
+
 @torch.no_grad()
 def estimate_bn(module: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     """Forward ``batches`` in train mode so the BatchNorm layers accumulate their statistics;

@@ -72,7 +72,7 @@ def test_parse_option():
     ({"options": [1]}, "must map strategy names"),
     ({"options": {"lwf": [1]}}, "must be a mapping"),
     ({"options": {"lwf": {1: 2}}}, "must be a mapping of option names"),
-    ({"weights": "w.pt"}, "only to timm backbones"),
+    ({"weights": "/no/such/w.pt"}, "no such file"),  # whether the backbone loads files: cfs bench checks
     ({"weights": "/no/such/w.pt", "backbone": "timm:resnet18"}, "no such file"),
 ])
 def test_values_no_run_can_use_are_refused(layer, msg):
