@@ -26,7 +26,8 @@ from cfs.strategy import Strategy
 
 #: Core modules that register scenarios and backbones; always loaded, cannot be blocked.
 BUILTIN_MODULES = ("cfs.scenarios.builtin", "cfs.models.backbones", "cfs.models.pretrained", "cfs.models.vit",
-                   "cfs.losses.distill", "cfs.scenarios.kinds", "cfs.evaluation.loggers", "cfs.commands.subcommands")
+                   "cfs.models.lavit", "cfs.losses.distill", "cfs.scenarios.kinds", "cfs.evaluation.loggers",
+                   "cfs.commands.subcommands")
 FIRST_PARTY_DIST = "cfs"
 
 
