@@ -180,3 +180,34 @@ def test_adaptformer_sits_parallel_to_every_mlp_and_trains_alone():
         twin.model.blocks[1].drop_path2.adapter.up.weight.normal_()
         assert not torch.allclose(twin(x), net(x))
         assert torch.equal(copy.deepcopy(net)(x), net(x))
+
+
+def test_adapter_sets_switch_per_forward_and_train_only_the_newest_set():
+    from cfs.models.peft import AdapterSets
+
+    torch.manual_seed(0)
+    net = _tiny_vit().eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        plain = net(x)
+    sets = AdapterSets(net)
+    first = sets.add()
+    assert len(sets) == 1 and {id(p) for p in net.parameters() if p.requires_grad} == {id(p) for p in first}
+    with torch.no_grad():
+        assert torch.allclose(net(x), plain, atol=1e-6)  # a fresh set is the identity (up = 0)
+        for p in first[2::4]:  # the up-projections' weights (down.weight, down.bias, up.weight, up.bias)
+            p.normal_()
+        one = net(x)
+    assert not torch.allclose(one, plain, atol=1e-3)
+    second = sets.add()  # the first set freezes, the new one is active and trains alone
+    assert not any(p.requires_grad for p in first) and all(p.requires_grad for p in second)
+    net(x).sum().backward()
+    assert all(p.grad is None for p in first) and any(p.grad is not None for p in second)
+    with torch.no_grad():
+        assert torch.allclose(net(x), plain, atol=1e-6)
+        sets.use(0)
+        assert torch.equal(net(x), one)
+        sets.use(None)
+        assert torch.equal(net(x), plain)
+    with pytest.raises(IndexError):
+        sets.use(2)
