@@ -227,7 +227,7 @@ class AdapterSets:
             if isinstance(b.drop_path2, (_ParallelAdd, _SwitchableAdd)):
                 raise ValueError("AdapterSets: the block already has adapters")
             b.norm2.register_forward_pre_hook(_record_input)
-            b.drop_path2 = _SwitchableAdd(b.drop_path2, b.norm2)
+            b.drop_path2 = _SwitchableAdd(b.drop_path2, b.norm2).train(b.training)  # follow the block's mode
             b.drop_path2.dim = int(b.norm2.normalized_shape[-1] if isinstance(b.norm2, nn.LayerNorm)
                                    else b.mlp.fc1.in_features)
             self.switches.append(b.drop_path2)
