@@ -20,8 +20,9 @@ by the probability of the label, averaged); the default PyCIL's squared batch gr
 Online EWC runs in train mode, so batch-norm statistics see one example at a time there.
 
 The penalty is one fused computation over all parameters (:class:`QuadraticPenalty`:
-``torch._foreach_*`` ops on ``sqrt(F)`` and a hand-written gradient ``2 F (theta - theta*)``),
-not a Python loop of per-parameter ops, so its cost does not grow with the parameter count.
+``torch._foreach_*`` ops on ``2 lam F`` formed once per epoch, and the gradient
+``2 lam F (theta - theta*)`` kept from the forward pass), not a Python loop of per-parameter ops
+with an autograd graph, so a step costs a few passes over the weights.
 """
 
 from __future__ import annotations
@@ -58,23 +59,24 @@ def _pad_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 class _QuadraticPenalty(torch.autograd.Function):
-    """``sum_k || sqrt(F_k) (theta_k - theta*_k) ||^2`` over lists of tensors in a handful of
-    multi-tensor kernels; backward is ``2 F (theta - theta*)`` (zero on rows a grown head added
-    since), computed directly rather than through a graph of per-parameter ops."""
+    """``scale * sum_k F_k (theta_k - theta*_k)^2`` over lists of tensors; backward is
+    ``2 scale F (theta - theta*)`` (zero on rows a grown head added since), kept from the forward
+    pass rather than rebuilt through a graph of per-parameter ops."""
 
     @staticmethod
     def forward(ctx, penalty: "QuadraticPenalty", *params: torch.Tensor) -> torch.Tensor:
         current = [p if r is None else p[:r] for p, r in zip(params, penalty.rows)]
-        scaled = torch._foreach_mul(torch._foreach_sub(current, penalty.anchor), penalty.root)
-        ctx.scaled, ctx.penalty = scaled, penalty
-        return torch.stack(torch._foreach_norm(scaled)).square().sum()
+        diff = torch._foreach_sub(current, penalty.anchor)
+        weighted = torch._foreach_mul(diff, penalty.weight)  # 2 scale F (theta - theta*): the gradient
+        ctx.weighted, ctx.penalty = weighted, penalty
+        return 0.5 * torch.stack([torch.vdot(d.flatten(), w.flatten()) for d, w in zip(diff, weighted)]).sum()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        penalty = ctx.penalty
-        grads = torch._foreach_mul(ctx.scaled, penalty.root)
-        torch._foreach_mul_(grads, 2 * grad)
+        penalty, grads = ctx.penalty, ctx.weighted
+        if not (grad.numel() == 1 and float(grad) == 1.0):  # the usual case (a plain sum of losses) costs nothing
+            grads = torch._foreach_mul(grads, grad)
         if penalty.grown:
             grads = [g if r is None else F.pad(g, (0, 0) * (g.dim() - 1) + (0, shape[0] - r))
                      for g, r, shape in zip(grads, penalty.rows, penalty.shapes)]
@@ -82,16 +84,19 @@ class _QuadraticPenalty(torch.autograd.Function):
 
 
 class QuadraticPenalty:
-    """``sum_k F_k (theta_k - theta*_k)^2`` for fixed ``fisher`` (>= 0) and ``anchor`` lists; a
-    parameter with more rows than its Fisher (a head grown since) is penalised on its first
-    rows only. ``sqrt(F)`` is taken once here, so a call is four fused kernels forward and two
-    backward whatever the number of parameters."""
+    """``scale * sum_k F_k (theta_k - theta*_k)^2`` for fixed ``fisher`` (>= 0) and ``anchor``
+    lists; a parameter with more rows than its Fisher (a head grown since) is penalised on its
+    first rows only. ``2 scale F`` is formed once here, so a call is two multi-tensor ops and one
+    dot product per tensor forward, and nothing but the gradient's accumulation backward,
+    whatever the number of parameters (the EWC weight ``scale`` folded in, the backward's
+    incoming gradient is 1 and needs no multiplication)."""
 
-    def __init__(self, params: list[torch.Tensor], fisher: list[torch.Tensor], anchor: list[torch.Tensor]) -> None:
+    def __init__(self, params: list[torch.Tensor], fisher: list[torch.Tensor], anchor: list[torch.Tensor],
+                 scale: float = 1.0) -> None:
         self.rows = [None if p.shape == f.shape else f.shape[0] for p, f in zip(params, fisher)]
         self.shapes = [p.shape for p in params]
         self.grown = any(r is not None for r in self.rows)
-        self.root = torch._foreach_sqrt([f.to(p.device, torch.float32) for p, f in zip(params, fisher)])
+        self.weight = [(2.0 * scale) * f.to(p.device, torch.float32) for p, f in zip(params, fisher)]
         self.anchor = [a.to(p.device) for p, a in zip(params, anchor)]
 
     def __call__(self, params: list[torch.Tensor]) -> torch.Tensor:
@@ -99,9 +104,9 @@ class QuadraticPenalty:
 
 
 def quadratic_penalty(params: list[torch.Tensor], fisher: list[torch.Tensor],
-                      anchor: list[torch.Tensor]) -> torch.Tensor:
-    """``sum_k F_k (theta_k - theta*_k)^2`` in one go (see :class:`QuadraticPenalty`)."""
-    return QuadraticPenalty(params, fisher, anchor)(params)
+                      anchor: list[torch.Tensor], scale: float = 1.0) -> torch.Tensor:
+    """``scale * sum_k F_k (theta_k - theta*_k)^2`` in one go (see :class:`QuadraticPenalty`)."""
+    return QuadraticPenalty(params, fisher, anchor, scale)(params)
 
 
 def empirical_fisher(state: RunState, batch_size: int, per_example: bool = False) -> dict[str, torch.Tensor]:
@@ -169,11 +174,11 @@ class EWC(Strategy):
         if self._penalised is None:
             named = [(n, p) for n, p in state.model.named_parameters() if n in self.fisher]
             params = [p for _, p in named]
+            scale = self.lam if self.options.online else self.lam / 2
             self._penalised = (params, QuadraticPenalty(params, [self.fisher[n] for n, _ in named],
-                                                        [self.anchor[n] for n, _ in named]))
+                                                        [self.anchor[n] for n, _ in named], scale))
         params, fused = self._penalised
-        penalty = fused(params)
-        return self.lam * penalty if self.options.online else self.lam / 2 * penalty
+        return fused(params)
 
     @hookimpl
     def cfs_before_epoch(self, state: RunState) -> None:

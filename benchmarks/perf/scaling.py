@@ -162,19 +162,19 @@ def ewc_steps(kind: str, steps: int, values: dict) -> Callable[[], float]:
     anchor = {n: p.detach().clone() + 0.01 for n, p in model.named_parameters()}
     named = [(n, p) for n, p in model.named_parameters() if n in fisher]
     params = [p for _, p in named]
-    fused = QuadraticPenalty(params, [fisher[n] for n, _ in named], [anchor[n] for n, _ in named])
+    fused = QuadraticPenalty(params, [fisher[n] for n, _ in named], [anchor[n] for n, _ in named], scale=500.0)
     x = torch.randn(32, 1, 8, 8, generator=g)
     y = torch.randint(0, 10, (32,), generator=g)
     if kind != "finetune":
         with torch.no_grad():
-            values[kind] = float(_old_penalty(model, fisher, anchor) if kind == "ewc old" else fused(params))
+            values[kind] = float(_old_penalty(model, fisher, anchor) if kind == "ewc old" else fused(params) / 500.0)
 
     def step() -> None:
         loss = F.cross_entropy(model(x), y)
         if kind == "ewc old":
             loss = loss + 500.0 * _old_penalty(model, fisher, anchor)
         elif kind == "ewc new":
-            loss = loss + 500.0 * fused(params)
+            loss = loss + fused(params)  # the weight 500 is folded into the penalty, as EWC does
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
