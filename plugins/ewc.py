@@ -75,8 +75,7 @@ class _QuadraticPenalty(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         penalty, grads = ctx.penalty, ctx.weighted
-        if not (grad.numel() == 1 and float(grad) == 1.0):  # the usual case (a plain sum of losses) costs nothing
-            grads = torch._foreach_mul(grads, grad)
+        grads = torch._foreach_mul(grads, grad)  # 1 for a plain sum, the loss scale under fp16; read on the device
         if penalty.grown:
             grads = [g if r is None else F.pad(g, (0, 0) * (g.dim() - 1) + (0, shape[0] - r))
                      for g, r, shape in zip(grads, penalty.rows, penalty.shapes)]
@@ -87,9 +86,9 @@ class QuadraticPenalty:
     """``scale * sum_k F_k (theta_k - theta*_k)^2`` for fixed ``fisher`` (>= 0) and ``anchor``
     lists; a parameter with more rows than its Fisher (a head grown since) is penalised on its
     first rows only. ``2 scale F`` is formed once here, so a call is two multi-tensor ops and one
-    dot product per tensor forward, and nothing but the gradient's accumulation backward,
-    whatever the number of parameters (the EWC weight ``scale`` folded in, the backward's
-    incoming gradient is 1 and needs no multiplication)."""
+    dot product per tensor forward, and one multi-tensor product (by the incoming
+    gradient, read on the device: no host synchronisation) backward, whatever the number of
+    parameters."""
 
     def __init__(self, params: list[torch.Tensor], fisher: list[torch.Tensor], anchor: list[torch.Tensor],
                  scale: float = 1.0) -> None:
