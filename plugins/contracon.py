@@ -47,6 +47,11 @@ from the task-1 values (the official code resets them to 1/0, which would discar
 backbone's statistics), and beta starts at 0 (officially 1), so a new task starts from the task-1
 network modulated by its kernels. AutoAugment views are drawn per image from the run's seeded
 generator.
+
+ConTraCon is exemplar-free and replaces the logits (``state.outputs`` hold the current task's head,
+the other classes at -1e9): composed with a rehearsal strategy, replayed rows of earlier classes
+are ignored by its loss, and strategies that read logits (distillation, DER++) are not meaningful
+with it.
 """
 
 from __future__ import annotations
@@ -254,7 +259,8 @@ class ConTraCon(Strategy):
     @hookimpl
     def cfs_base_loss(self, state: RunState) -> torch.Tensor:
         task = len(self.heads) - 1
-        lookup = torch.full((max(self.task_classes[task]) + 1,), -1, dtype=torch.long, device=state.device)
+        # rows of other tasks' classes (a composed replay's) are not this task's head's to learn
+        lookup = torch.full((state.outputs.shape[1],), -100, dtype=torch.long, device=state.device)
         lookup[torch.tensor(self.task_classes[task], device=state.device)] = torch.arange(
             len(self.task_classes[task]), device=state.device)
         return F.cross_entropy(self._local, lookup[state.batch.y])
