@@ -190,11 +190,22 @@ def main() -> None:
     parser.add_argument("--herding-rounds", type=int, default=1,
                         help="alternating herding rounds (default 1: the old side takes a minute)")
     parser.add_argument("--quick", action="store_true", help="smaller herding classes (1,000 rows)")
+    parser.add_argument("--parts", default="replay,herding,ewc", help="which measurements (comma-separated)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     torch.set_num_threads(1)
 
     print(f"torch {torch.__version__}, 1 thread, CPU seconds (time.process_time), median of "
           f"{args.repeats} alternating rounds (+- half the range)\n")
+    if "replay" in parts:
+        measure_replay(args)
+    if "herding" in parts:
+        measure_herding(args)
+    if "ewc" in parts:
+        measure_ewc(args)
+
+
+def measure_replay(args: argparse.Namespace) -> None:
     replay = alternate({f"{side} {b}": replay_steps(b, side == "old", args.steps)
                         for b in BUDGETS for side in ("old", "new")}, args.repeats)
     print("replay (batch mode), ms per training step")
@@ -205,6 +216,8 @@ def main() -> None:
     flat = replay[f"new {BUDGETS[-1]}"][0] / replay[f"new {BUDGETS[0]}"][0]
     print(f"  new step at {BUDGETS[-1]:,} / at {BUDGETS[0]}: {flat:.3f}x\n")
 
+
+def measure_herding(args: argparse.Namespace) -> None:
     per_class = 1_000 if args.quick else 5_000
     check: dict = {}
     rounds = max(1, args.herding_rounds)
@@ -218,6 +231,8 @@ def main() -> None:
         print(f"  {b:>8} {o[0]:>8.3f} +-{o[1]:.3f} {n[0]:>8.3f} +-{n[1]:.3f} {o[0] / n[0]:>8.1f}x")
     print(f"  same exemplars chosen by old and new: {same}\n")
 
+
+def measure_ewc(args: argparse.Namespace) -> None:
     values: dict = {}
     ewc = alternate({k: ewc_steps(k, args.steps, values) for k in ("finetune", "ewc old", "ewc new")},
                     args.repeats)
