@@ -14,26 +14,29 @@ once, as :class:`cfs.prototype_strategy.PrototypeStrategy` does for class-mean m
   (one more frozen forward per step);
 * per training batch, :meth:`PromptStrategy.prompt_inputs` maps the queries to
   :class:`cfs.models.prompts.PromptInputs` (and an auxiliary loss); they are inserted into the
-  engine's own forward pass (``cfs_before_batch`` -> ``cfs_after_forward``), so the engine's
-  step, mixed precision and every composed ``cfs_loss`` apply unchanged;
+  engine's own forward pass only (set by the last ``cfs_before_batch``, after every composed
+  strategy has appended its replayed rows, and removed by the first ``cfs_after_forward``), so
+  the engine's step, mixed precision and every composed ``cfs_loss`` apply unchanged, and a
+  composed strategy's own forward passes see the plain backbone;
 * ``train_mask`` (official ``train_mask=True``): during training the logits of classes outside
-  the current experience are set to ``-inf`` before the cross-entropy (``cfs_base_loss``);
-  evaluation scores all seen classes;
+  the current experience are set to ``-inf`` before the cross-entropy (``cfs_base_loss``) for
+  the experience's own rows (rows a composed strategy replays from a memory keep every seen
+  class); evaluation scores all seen classes;
 * ``clip_grad`` (official ``--clip-grad 1.0`` of L2P/DualPrompt; CODA-Prompt does not clip, 0):
   the gradient norm of every trained parameter is clipped after backward;
 * prediction (``cfs_predict``) inserts the prompts chosen for the evaluation batch.
 
 Checkpointing: ``state_dict`` holds the shapes (``spec``) and tensors of the prompt parameters
 and the method's counters; ``load_state_dict`` rebuilds them without a run, so a fresh instance
-predicts like the saved one. Composition: a strategy composed with this one must not forward the
-model inside ``cfs_before_batch`` after this one has (its batch would get this batch's prompts).
+predicts like the saved one. ``backbone_family = "vit"`` declares that the strategy runs only on
+a backbone that :func:`cfs.models.peft.backbone_family` calls a ViT.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +74,8 @@ class PromptStrategy(Strategy):
 
     compatibility = frozenset({"class-incremental"})
     Options = PromptOptions
+    #: the kind of backbone the strategy needs (:func:`cfs.models.peft.backbone_family`)
+    backbone_family: ClassVar[str] = "vit"
 
     def __init__(self, options: Any | None = None) -> None:
         super().__init__(options)
@@ -156,14 +161,14 @@ class PromptStrategy(Strategy):
         return q
 
     # -- training ------------------------------------------------------------------------------
-    @hookimpl
+    @hookimpl(trylast=True)  # after every composed strategy has appended its rows to the batch
     def cfs_before_batch(self, state: RunState) -> None:
         self._stack.close()
         pv = self.prompted_vit(state)
         inputs, self._aux = self.prompt_inputs(state, self.batch_queries(state), train=True)
         self._stack.enter_context(pv.use(inputs))
 
-    @hookimpl
+    @hookimpl(tryfirst=True)  # before any composed strategy forwards the model again
     def cfs_after_forward(self, state: RunState) -> None:
         self._stack.close()
 
@@ -171,10 +176,13 @@ class PromptStrategy(Strategy):
     def cfs_base_loss(self, state: RunState) -> torch.Tensor | None:
         if not self.options.train_mask:
             return None
-        logits, y = state.outputs, state.batch.y
+        batch, logits = state.batch, state.outputs
         keep = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
         keep[torch.as_tensor(list(state.experience.classes), device=logits.device)] = True
-        return F.cross_entropy(logits.masked_fill(~keep, float("-inf")), y)
+        masked = logits.masked_fill(~keep, float("-inf"))
+        if batch.size > batch.n_drawn or batch.drawn_replayed is not None:  # rows of a memory: unmasked
+            masked = torch.where(batch.incoming.unsqueeze(1), masked, logits)
+        return F.cross_entropy(masked, batch.y)
 
     @hookimpl
     def cfs_loss(self, state: RunState) -> torch.Tensor | None:

@@ -178,3 +178,13 @@ def test_resumed_mid_experience_ends_as_the_uninterrupted_run(name, pretrained, 
     finally:
         torch.set_num_threads(threads)
     assert resumed.state.results.rows == ref.state.results.rows
+
+
+def test_composes_with_replay_in_either_order_and_refuses_a_second_prompt_method(pretrained, stream):
+    pm = testing.plugin_manager([_tiny_vit])
+    run = {**RUN, "epochs": 1}
+    a = testing.run("l2p+replay", pm=pm, scenario=stream, **run)  # replayed rows get prompts, no train mask
+    b = testing.run("replay+l2p", pm=pm, scenario=stream, **run)
+    assert a.state.results.rows == b.state.results.rows
+    with pytest.raises(CfsError, match="both replace"):
+        testing.run("l2p+dualprompt", pm=pm, scenario=stream, **run)
