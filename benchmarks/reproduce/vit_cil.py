@@ -12,7 +12,7 @@ No ViT weights exist offline, so the ViT is pre-trained here, on data disjoint f
 (c) RanPAC vs SimpleCIL on frozen EfficientNet-Lite0 ImageNet features at 128 px (as
     ``benchmarks/perf/ptm_split_cifar10.py``), same subset.
 
-Every run writes ``OUT/<part>/<method>_s<seed>.json``; existing files are not re-run, so the
+Every run writes ``OUT/<part>/<method>_s<seed>_<hash of its settings>.json``; existing files are not re-run, so the
 script can be called seed by seed (each call short enough for a shared CPU lock) and ``--collect``
 writes the rows from the files alone: each method beats finetune by >= 15 points (final accuracy),
 RanPAC beats SimpleCIL on the ViT and on EfficientNet-Lite0.
@@ -25,6 +25,7 @@ RanPAC beats SimpleCIL on the ViT and on EfficientNet-Lite0.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -66,7 +67,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--no-effnet", action="store_true", help="skip part (c)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="/tmp/vit-cil", help="per-run JSON files: OUT/<part>/<method>_s<seed>.json")
+    ap.add_argument("--out", default="/tmp/vit-cil", help="per-run JSON files: OUT/<part>/<method>_s<seed>_<hash>.json")
     ap.add_argument("--collect", action="store_true", help="write rows from existing run files; run nothing")
     ap.add_argument("--no-rows", action="store_true", help="run only; write no rows")
     return ap.parse_args()
@@ -99,6 +100,21 @@ def vit_config(a: argparse.Namespace, method: str, seed: int) -> dict:
     return base
 
 
+def run_fields(a: argparse.Namespace, part: str, method: str, seed: int) -> dict:
+    if part == "vit":
+        return vit_config(a, method, seed)
+    return {"backbone": "efficientnet-lite0", "device": "cpu", "seed": seed,
+            "options": {"ranpac": {"m": a.ranpac_m}} if method == "ranpac" else {}}
+
+
+def run_path(a: argparse.Namespace, part: str, method: str, seed: int) -> Path:
+    """``OUT/<part>/<method>_s<seed>_<settings hash>.json``: runs with other settings (images per
+    class, epochs, checkpoint) never stand in for each other."""
+    size = 32 if part == "vit" else a.effnet_size
+    settings = json.dumps([run_fields(a, part, method, seed), a.train, a.test, size], sort_keys=True)
+    return Path(a.out) / part / f"{method}_s{seed}_{hashlib.blake2b(settings.encode(), digest_size=4).hexdigest()}.json"
+
+
 def run_all(a: argparse.Namespace, seeds: list[int]) -> None:
     import torch
 
@@ -125,12 +141,10 @@ def run_all(a: argparse.Namespace, seeds: list[int]) -> None:
                 print(f"note: strategy {method!r} is not registered here; skipped", flush=True)
                 continue
             for seed in seeds:
-                path = folder / f"{method}_s{seed}.json"
+                fields = run_fields(a, part, method, seed)
+                path = run_path(a, part, method, seed)
                 if path.is_file():
                     continue
-                fields = (vit_config(a, method, seed) if part == "vit" else
-                          {"backbone": "efficientnet-lite0", "device": "cpu", "seed": seed,
-                           "options": {"ranpac": {"m": a.ranpac_m}} if method == "ranpac" else {}})
                 t0 = time.perf_counter()
                 res = run_strategy(pm, RunConfig(**fields), method, scenario, progress=False).state.results
                 acc = seen_accuracy(np.array(res.rows), np.array(res.test_sizes))
@@ -145,11 +159,12 @@ def run_all(a: argparse.Namespace, seeds: list[int]) -> None:
 def collect(a: argparse.Namespace, seeds: list[int]) -> dict[str, dict[str, list[float]]]:
     """part -> method -> final accuracy per seed, for the methods every seed has a file of."""
     out: dict[str, dict[str, list[float]]] = {}
-    for part in ("vit", "effnet"):
-        for path in sorted((Path(a.out) / part).glob("*_s*.json")):
-            rec = json.loads(path.read_text())
-            out.setdefault(part, {}).setdefault(rec["method"], {})[rec["seed"]] = rec["final_accuracy"]
-    return {p: {m: [v[s] for s in seeds] for m, v in ms.items() if all(s in v for s in seeds)} for p, ms in out.items()}
+    for part, methods in (("vit", a.methods.split(",")), ("effnet", EFFNET_METHODS)):
+        for m in filter(None, methods):
+            paths = [run_path(a, part, m, s) for s in seeds]
+            if all(p.is_file() for p in paths):
+                out.setdefault(part, {})[m] = [json.loads(p.read_text())["final_accuracy"] for p in paths]
+    return out
 
 
 def write_rows(a: argparse.Namespace, seeds: list[int]) -> None:
