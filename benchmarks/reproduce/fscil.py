@@ -45,10 +45,26 @@ CPU_OPTIONS = {
 NOTES = {
     "mamba-fscil": ["At this scale the official base-class suppression weight (supp_base 100) keeps the new branch's "
                     "gate closed: the incremental sessions leave every prediction unchanged (base accuracy constant "
-                    "across sessions) and no novel class is ever predicted; -o mamba-fscil.supp_base=1 lets the "
-                    "branch learn novel classes (see the plugin docstring)."],
+                    "across sessions) and no novel class is ever predicted.",
+                    "Ablation (lead, same settings, `--option mamba-fscil.supp_base=1 --out /tmp/fscil-abl-mamba`): "
+                    "novel-class accuracy at the last session 0.0 / 17.4 / 25.4 for seeds 0/1/2 against the "
+                    "baseline's 19.8 / 16.0 / 16.6, so with the weaker suppression the new branch learns the "
+                    "novel classes and beats the baseline on seeds 1 and 2. Seed 0's base session collapses "
+                    "to chance (20% on the 5 base classes) with either weight: Mamba-FSCIL's base training "
+                    "(ETF head, mixup/cutmix, the projector) is unstable at 8 epochs on 750 images."],
     "cec": ["The episode stage is 3 x 20 episodes (the code: 100 x 50) with the attention's lr 0.0002, so the "
-            "graph-attention module stays close to its random initialisation."],
+            "graph-attention module stays close to its random initialisation. Per seed the loss against the "
+            "baseline is consistent (-2.6 / -2.0 / -3.8 points)."],
+    "fact": ["Paired per seed against the baseline: -9.8 / +1.0 / -2.2 points, inside the seeds' spread (std 3.5). "
+             "Ablation (lead, `--option fact.eta=0 --out /tmp/fscil-abl-fact`): without the virtual-class term "
+             "at inference the last-session novel accuracy is the same to the digit (10.0 / 17.0 / 14.4), so the "
+             "gap comes from the base training (virtual prototypes, manifold mixup), not from the inference rule."],
+}
+#: the same for the generated stand-in
+STANDIN_NOTES = {
+    "teen": ["The prototype baseline already classifies about 90% of the novel test images correctly here, so the "
+             "bias TEEN corrects (novel images taken for similar base classes) is small; per seed TEEN is within one "
+             "point of the baseline (-0.75 / +0.1 / +0.1)."],
 }
 #: what the numbers can and cannot say, by scenario
 SCALE_NOTES = {
@@ -239,7 +255,9 @@ def main() -> None:
                         f"session on {a.scenario} ({'issue 11' if method == 'teen' else 'issue 14'}; {PAPERS[method]})",
                   source="issue 11" if method == "teen" else "issue 14", setting=setting, command=command,
                   metric="novel-class accuracy after the last session %", seeds=seeds, per_seed=per_seed,
-                  expectation=(method, BASELINE, 0.0), notes=NOTES.get(method, []) + [SCALE_NOTES[a.scenario]]))
+                  expectation=(method, BASELINE, 0.0),
+                  notes=(NOTES if a.scenario == "fscil-cifar10" else STANDIN_NOTES).get(method, [])
+                  + [SCALE_NOTES[a.scenario]]))
 
 
 if __name__ == "__main__":
