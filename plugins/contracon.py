@@ -207,6 +207,9 @@ class ConTraCon(Strategy):
 
     name = "contracon"
     compatibility = frozenset({"class-incremental"})
+    #: needs attention layers with q/k/v weights (cfs.models.peft.backbone_family); the all-pairs
+    #: composition test on an MLP leaves it out, as it does the prompt methods
+    backbone_family = "vit"
     Options = ConTraConOptions
 
     def __init__(self, options: ConTraConOptions | None = None) -> None:
