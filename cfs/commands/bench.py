@@ -264,10 +264,12 @@ def follow_main_rank(pm: CfsPluginManager, cfg: RunConfig, plan: list[tuple[str,
     return 0
 
 
-def check_backbone(pm: CfsPluginManager, cfg: RunConfig, scenario: Any) -> None:
+def check_backbone(pm: CfsPluginManager, cfg: RunConfig, scenario: Any, plan: list | None = None) -> None:
     """Build the run's model once before any folder is written, so a backbone that cannot take
-    the data (a Conv-4 on 8x8 images, RGB weights on grey images, a missing weights file) or a
-    ``--pretrained`` it would silently ignore is a one-line error, not a crash mid-run."""
+    the data (a Conv-4 on 8x8 images, RGB weights on grey images, a missing weights file), a
+    ``--pretrained`` it would silently ignore, or a strategy of ``plan`` that declares another
+    ``backbone_family`` (prompt methods and ConTraCon need a ViT) is a one-line error, not a
+    crash mid-run."""
     import inspect
 
     from cfs.engine.runner import build_model
@@ -281,7 +283,15 @@ def check_backbone(pm: CfsPluginManager, cfg: RunConfig, scenario: Any) -> None:
         if "weights" not in inspect.signature(pm.backbones.get(cfg.backbone)).parameters:
             raise CfsError(f"--weights: backbone {cfg.backbone!r} cannot load a local checkpoint "
                            f"(timm:<model>, efficientnet-lite0/1/2 and vit-tiny/vit-small can); remove it")
-    build_model(pm, cfg, scenario)
+    model = build_model(pm, cfg, scenario)
+    from cfs.models.peft import backbone_family
+
+    for spec, strategies in plan or []:
+        for strategy in strategies:
+            needed = getattr(strategy, "backbone_family", None)
+            if needed is not None and backbone_family(model.backbone) != needed:
+                raise CfsError(f"strategy {strategy.name!r} needs a {needed} backbone (for example --backbone "
+                               f"vit-tiny or timm:vit_base_patch16_224), not {cfg.backbone!r}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -319,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
     scenario, kind = build_scenario(factory, cfg, pm.kinds, kind)  # data errors: still nothing written
     policy = CheckpointPolicy(epochs=cfg.checkpoint_epochs, minutes=cfg.checkpoint_minutes,
                               min_seconds=cfg.checkpoint_min_seconds)
-    check_backbone(pm, cfg, scenario)  # backbone errors (sizes, weights): still nothing written
+    check_backbone(pm, cfg, scenario, plan)  # backbone errors (sizes, weights, family): still nothing written
     lock_folders(folders, resume=resume is not None)
     try:
         if len(plan) > 1 and resume is None and cfg.out:

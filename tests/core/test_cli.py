@@ -43,6 +43,8 @@ def test_config_file_and_flag_override(tmp_path, capsys):
     (["bench", "-p", "no_such_module_xyz"], "cannot import plugin module"),
     (["bench", "--backbone", "conv4"], "at least 16x16"),  # 8x8 digits: checked before any folder
     (["bench", "--pretrained"], "has no pretrained weights"),  # the MLP: was silently ignored
+    (["bench", "--strategy", "l2p"], "needs a vit backbone"),  # prompt methods on the MLP: before any folder
+    (["bench", "--strategy", "finetune", "--strategy", "contracon"], "needs a vit backbone"),
 ])
 def test_user_errors_one_line_exit_2(argv, msg, capsys, tmp_path):
     assert main(argv + ["--out", str(tmp_path / "never"), "--no-progress"]) == 2
