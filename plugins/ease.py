@@ -122,6 +122,7 @@ class Ease(Strategy):
 
     name = "ease"
     compatibility = frozenset({"class-incremental"})
+    backbone_family = "vit"  # cfs bench refuses another backbone before any work
     Options = EaseOptions
 
     def __init__(self, options: Any | None = None) -> None:

@@ -279,10 +279,6 @@ def check_backbone(pm: CfsPluginManager, cfg: RunConfig, scenario: Any, plan: li
         if "pretrained" not in inspect.signature(factory).parameters:
             raise CfsError(f"--pretrained: backbone {cfg.backbone!r} has no pretrained weights "
                            f"(timm:<model> and efficientnet-lite0/1/2 have; --weights PATH loads a local file)")
-    if cfg.weights is not None and not cfg.backbone.startswith("timm:"):
-        if "weights" not in inspect.signature(pm.backbones.get(cfg.backbone)).parameters:
-            raise CfsError(f"--weights: backbone {cfg.backbone!r} cannot load a local checkpoint "
-                           f"(timm:<model>, efficientnet-lite0/1/2 and vit-tiny/vit-small can); remove it")
     model = build_model(pm, cfg, scenario)
     from cfs.models.peft import backbone_family
 

@@ -62,7 +62,12 @@ def build_model(pm: CfsPluginManager, cfg: RunConfig, scenario: Scenario) -> Con
     options: dict[str, Any] = {}
     if cfg.backbone.startswith("timm:"):
         options = {"pretrained": cfg.pretrained, "weights": cfg.weights}
-    elif cfg.weights is not None:  # a registered backbone that loads local files (check_backbone checked it)
+    elif cfg.weights is not None:  # a registered backbone that loads local files (vit-tiny, efficientnet-lite0, ...)
+        import inspect
+
+        if "weights" not in inspect.signature(pm.backbones.get(cfg.backbone)).parameters:
+            raise CfsError(f"--weights: backbone {cfg.backbone!r} cannot load a local checkpoint "
+                           f"(timm:<model>, efficientnet-lite0/1/2 and vit-tiny/vit-small can); remove it")
         options = {"weights": cfg.weights}
     size = scenario.transform.resize or shape[-1]
     backbone = build_backbone(pm.backbones, cfg.backbone, in_channels=shape[0], image_size=size, **options)
