@@ -28,6 +28,10 @@ CONFLICTS = {
     frozenset({"aper", "simplecil"}): "cfs_predict",
     frozenset({"aper", "ncptm-cil"}): "cfs_predict",
     frozenset({"ncptm-cil", "simplecil"}): "cfs_predict",
+    frozenset({"aper", "ranpac"}): "cfs_predict",
+    frozenset({"icarl", "ranpac"}): "cfs_predict",
+    frozenset({"ncptm-cil", "ranpac"}): "cfs_predict",
+    frozenset({"ranpac", "simplecil"}): "cfs_predict",
 }
 #: Small enough that the ~100 pairs x 2 orders run in a few minutes on one core.
 TINY = dict(epochs=1, max_train_per_class=12, seed=1, batch_size=16)
