@@ -35,7 +35,7 @@ CONFLICTS = {
 }
 #: Small enough that the ~100 pairs x 2 orders run in a few minutes on one core.
 TINY = dict(epochs=1, max_train_per_class=12, seed=1, batch_size=16)
-FAST = {"pckd": {"views": 2}}
+FAST = {"pckd": {"views": 2}, "ranpac": {"m": 256}}  # RanPAC's default M=10000: an eigendecomposition of 10^4 x 10^4 per experience
 
 
 @pytest.fixture(scope="module")
