@@ -84,6 +84,7 @@ class PromptStrategy(Strategy):
         self.task = -1  # index of the experience trained last (or being trained)
         self._stack = contextlib.ExitStack()
         self._aux: torch.Tensor | None = None
+        self._pv: tuple[nn.Module, PromptedViT] | None = None  # (the run's model, its prompted ViT)
         self._queries: torch.Tensor | None = None
         self._queries_of: Any = None
 
@@ -112,7 +113,10 @@ class PromptStrategy(Strategy):
 
     # -- set-up --------------------------------------------------------------------------------
     def prompted_vit(self, state: RunState) -> PromptedViT:
-        """The run's ViT with its insertion points; built prompts on the run's device."""
+        """The run's ViT with its insertion points; built prompts on the run's device. Looked up
+        and moved once per model, not per batch (the hot path only reads the cached pair)."""
+        if self._pv is not None and self._pv[0] is state.model and self.prompts is not None:
+            return self._pv[1]
         try:
             pv = prompted(state.model.backbone)
         except ValueError:
@@ -125,6 +129,7 @@ class PromptStrategy(Strategy):
                 raise CfsError(f"{self.name}: {exc}; change it with -o {self.name}.<option>=...") from None
             self.prompts = self.make_prompts(self.spec, state.generator)
         self.prompts.to(state.device)
+        self._pv = (state.model, pv)
         return pv
 
     @hookimpl
@@ -223,6 +228,7 @@ class PromptStrategy(Strategy):
         if self.prompts is None or self.spec != state["spec"]:
             self.spec = dict(state["spec"])
             self.prompts = self.make_prompts(self.spec, None)
+            self._pv = None  # new prompt parameters: move them to the run's device at next use
         device = next(self.prompts.parameters()).device
         self.prompts.load_state_dict({k: v.to(device) for k, v in state["prompts"].items()})
         self.load_extra_state(state)
