@@ -61,6 +61,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from cfs.engine.closed_form import ClosedFormLoss
     from cfs.engine.state import RunState
     from cfs.registry import Registry
 
@@ -194,10 +195,12 @@ def cfs_base_loss(state: "RunState") -> "torch.Tensor | None":
 
 
 @hookspec
-def cfs_loss(state: "RunState") -> "torch.Tensor | None":
+def cfs_loss(state: "RunState") -> "torch.Tensor | ClosedFormLoss | None":
     """Return an extra loss term to add to the base loss, or ``None``. All answers are summed
     (in the continual loop after ``cfs_after_forward``; in the episodic loop after
-    ``cfs_meta_loss``)."""
+    ``cfs_meta_loss``). A term whose gradient is known in closed form may be a
+    :class:`cfs.engine.closed_form.ClosedFormLoss`: its value is summed, and its gradient is
+    added to ``.grad`` right after ``backward``, before anything else sees the gradients."""
 
 
 @hookspec

@@ -20,9 +20,10 @@ by the probability of the label, averaged); the default PyCIL's squared batch gr
 Online EWC runs in train mode, so batch-norm statistics see one example at a time there.
 
 The penalty is one fused computation over all parameters (:class:`QuadraticPenalty`:
-``torch._foreach_*`` ops on ``2 lam F`` formed once per epoch, and the gradient
-``2 lam F (theta - theta*)`` kept from the forward pass), not a Python loop of per-parameter ops
-with an autograd graph, so a step costs a few passes over the weights.
+``torch._foreach_*`` ops on ``2 lam F`` formed once per epoch), not a Python loop of
+per-parameter ops, and its gradient ``2 lam F (theta - theta*)``, found on the way to the value,
+is added to ``.grad`` by the shared step (:class:`~cfs.engine.closed_form.ClosedFormLoss`)
+instead of going through an autograd graph: a step costs a few passes over the weights.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from cfs import hookimpl
+from cfs.engine.closed_form import ClosedFormLoss
 from cfs.engine.state import RunState
 from cfs.registry import Registry
 from cfs.strategy import Strategy
@@ -58,52 +60,36 @@ def _pad_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return out
 
 
-class _QuadraticPenalty(torch.autograd.Function):
-    """``scale * sum_k F_k (theta_k - theta*_k)^2`` over lists of tensors; backward is
-    ``2 scale F (theta - theta*)`` (zero on rows a grown head added since), kept from the forward
-    pass rather than rebuilt through a graph of per-parameter ops."""
-
-    @staticmethod
-    def forward(ctx, penalty: "QuadraticPenalty", *params: torch.Tensor) -> torch.Tensor:
-        current = [p if r is None else p[:r] for p, r in zip(params, penalty.rows)]
-        diff = torch._foreach_sub(current, penalty.anchor)
-        weighted = torch._foreach_mul(diff, penalty.weight)  # 2 scale F (theta - theta*): the gradient
-        ctx.weighted, ctx.penalty = weighted, penalty
-        return 0.5 * torch.stack([torch.vdot(d.flatten(), w.flatten()) for d, w in zip(diff, weighted)]).sum()
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor):
-        penalty, grads = ctx.penalty, ctx.weighted
-        grads = torch._foreach_mul(grads, grad)  # 1 for a plain sum, the loss scale under fp16; read on the device
-        if penalty.grown:
-            grads = [g if r is None else F.pad(g, (0, 0) * (g.dim() - 1) + (0, shape[0] - r))
-                     for g, r, shape in zip(grads, penalty.rows, penalty.shapes)]
-        return (None, *grads)
-
-
 class QuadraticPenalty:
     """``scale * sum_k F_k (theta_k - theta*_k)^2`` for fixed ``fisher`` (>= 0) and ``anchor``
     lists; a parameter with more rows than its Fisher (a head grown since) is penalised on its
-    first rows only. ``2 scale F`` is formed once here, so a call is two multi-tensor ops and one
-    dot product per tensor forward, and one multi-tensor product (by the incoming
-    gradient, read on the device: no host synchronisation) backward, whatever the number of
-    parameters."""
+    first rows only.
+
+    With ``c = sqrt(scale F)`` formed once here and ``e = c (theta - theta*)``, the value is
+    ``sum_k ||e_k||^2`` and the gradient ``2 c e``. A call is a handful of multi-tensor ops
+    whatever the number of parameters (on a small model each op's dispatch costs more than its
+    arithmetic), and returns a :class:`~cfs.engine.closed_form.ClosedFormLoss`: the shared step
+    adds ``2 c * e`` to ``.grad`` after ``backward`` in one fused multiply-add, with no autograd
+    graph for the penalty."""
 
     def __init__(self, params: list[torch.Tensor], fisher: list[torch.Tensor], anchor: list[torch.Tensor],
                  scale: float = 1.0) -> None:
         self.rows = [None if p.shape == f.shape else f.shape[0] for p, f in zip(params, fisher)]
-        self.shapes = [p.shape for p in params]
-        self.grown = any(r is not None for r in self.rows)
-        self.weight = [(2.0 * scale) * f.to(p.device, torch.float32) for p, f in zip(params, fisher)]
+        self.root = [(scale * f.to(p.device, torch.float32)).sqrt() for p, f in zip(params, fisher)]
         self.anchor = [a.to(p.device) for p, a in zip(params, anchor)]
 
-    def __call__(self, params: list[torch.Tensor]) -> torch.Tensor:
-        return _QuadraticPenalty.apply(self, *params)
+    def __call__(self, params: list[torch.Tensor]) -> ClosedFormLoss:
+        with torch.no_grad():
+            current = [p if r is None else p[:r] for p, r in zip(params, self.rows)]
+            e = torch._foreach_sub(current, self.anchor)
+            torch._foreach_mul_(e, self.root)  # e = sqrt(scale F) (theta - theta*)
+            norms = torch.stack(torch._foreach_norm(e))
+            value = torch.dot(norms, norms)
+        return ClosedFormLoss(value, params, e, self.rows, factors=self.root, alpha=2.0)
 
 
 def quadratic_penalty(params: list[torch.Tensor], fisher: list[torch.Tensor],
-                      anchor: list[torch.Tensor], scale: float = 1.0) -> torch.Tensor:
+                      anchor: list[torch.Tensor], scale: float = 1.0) -> ClosedFormLoss:
     """``scale * sum_k F_k (theta_k - theta*_k)^2`` in one go (see :class:`QuadraticPenalty`)."""
     return QuadraticPenalty(params, fisher, anchor, scale)(params)
 
@@ -167,7 +153,7 @@ class EWC(Strategy):
         return new_class_base_loss(state, self.n_old) if self.fisher else None
 
     @hookimpl
-    def cfs_loss(self, state: RunState) -> torch.Tensor | None:
+    def cfs_loss(self, state: RunState) -> ClosedFormLoss | None:
         if not self.fisher:
             return None
         if self._penalised is None:

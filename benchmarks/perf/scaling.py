@@ -15,8 +15,10 @@ same machine load:
    (20 / 200 / 2,000 exemplars per class). Old: the per-step distance formula; new: the
    vectorised :func:`cfs.memory.herding_order`. The chosen indices are checked equal.
 3. **EWC**: one training step of the split-digits MLP (64 -> 256 -> 256 -> 10) on 32 rows
-   with the EWC penalty (old: a Python loop over parameters; new: the fused
-   :class:`cfs_plugins.ewc.QuadraticPenalty`) against the same step without it (fine-tuning).
+   with the EWC penalty (old: a Python loop over parameters through autograd; new: the fused
+   :class:`cfs_plugins.ewc.QuadraticPenalty`, whose value is added to the loss and whose
+   closed-form gradient is added after ``backward``, as the shared step does) against the same
+   step without it (fine-tuning).
 
 Usage: ``python benchmarks/perf/scaling.py [--repeats 5] [--herding-rounds 1] [--quick]``;
 prints one table (about 3 minutes of CPU).
@@ -52,13 +54,24 @@ def cpu_seconds(fn: Callable[[], object], n: int) -> float:
     return (time.process_time() - t0) / n
 
 
-def alternate(sides: dict[str, Callable[[], float]], repeats: int) -> dict[str, tuple[float, float]]:
-    """Run every side once per round, ``repeats`` rounds; (median, spread) per side."""
+def alternate_runs(sides: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Run every side once per round, ``repeats`` rounds; every round's number per side."""
     runs: dict[str, list[float]] = {k: [] for k in sides}
     for _ in range(repeats):
         for name, measure in sides.items():
             runs[name].append(measure())
-    return {k: (statistics.median(v), (max(v) - min(v)) / 2) for k, v in runs.items()}
+    return runs
+
+
+def alternate(sides: dict[str, Callable[[], float]], repeats: int) -> dict[str, tuple[float, float]]:
+    """Run every side once per round, ``repeats`` rounds; (median, spread) per side."""
+    return {k: (statistics.median(v), (max(v) - min(v)) / 2) for k, v in alternate_runs(sides, repeats).items()}
+
+
+def paired_ratio(runs: dict[str, list[float]], side: str, base: str) -> float:
+    """Median over rounds of ``side / base`` measured in the same round: on a shared machine
+    whose speed drifts between rounds this is steadier than the ratio of the two medians."""
+    return statistics.median(a / b for a, b in zip(runs[side], runs[base]))
 
 
 # ----------------------------------------------------------------------------- replay, batch mode
@@ -167,16 +180,19 @@ def ewc_steps(kind: str, steps: int, values: dict) -> Callable[[], float]:
     y = torch.randint(0, 10, (32,), generator=g)
     if kind != "finetune":
         with torch.no_grad():
-            values[kind] = float(_old_penalty(model, fisher, anchor) if kind == "ewc old" else fused(params) / 500.0)
+            values[kind] = float(_old_penalty(model, fisher, anchor) if kind == "ewc old" else fused(params).value / 500.0)
 
     def step() -> None:
         loss = F.cross_entropy(model(x), y)
         if kind == "ewc old":
             loss = loss + 500.0 * _old_penalty(model, fisher, anchor)
-        elif kind == "ewc new":
-            loss = loss + fused(params)  # the weight 500 is folded into the penalty, as EWC does
+        elif kind == "ewc new":  # as the shared step does (cfs.engine.step): value now, gradient after backward
+            term = fused(params)  # the weight 500 is folded into the penalty, as EWC does
+            loss = loss + term.value
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if kind == "ewc new":
+            term.add_gradient()
         opt.step()
 
     step()
@@ -206,15 +222,16 @@ def main() -> None:
 
 
 def measure_replay(args: argparse.Namespace) -> None:
-    replay = alternate({f"{side} {b}": replay_steps(b, side == "old", args.steps)
-                        for b in BUDGETS for side in ("old", "new")}, args.repeats)
+    runs = alternate_runs({f"{side} {b}": replay_steps(b, side == "old", args.steps)
+                           for b in BUDGETS for side in ("old", "new")}, args.repeats)
+    replay = {k: (statistics.median(v), (max(v) - min(v)) / 2) for k, v in runs.items()}
     print("replay (batch mode), ms per training step")
     print(f"  {'budget':>8} {'old':>14} {'new':>14}")
     for b in BUDGETS:
         o, n = replay[f"old {b}"], replay[f"new {b}"]
         print(f"  {b:>8} {1e3 * o[0]:>8.2f} +-{1e3 * o[1]:.2f} {1e3 * n[0]:>8.2f} +-{1e3 * n[1]:.2f}")
-    flat = replay[f"new {BUDGETS[-1]}"][0] / replay[f"new {BUDGETS[0]}"][0]
-    print(f"  new step at {BUDGETS[-1]:,} / at {BUDGETS[0]}: {flat:.3f}x\n")
+    flat = paired_ratio(runs, f"new {BUDGETS[-1]}", f"new {BUDGETS[0]}")
+    print(f"  new step at {BUDGETS[-1]:,} / at {BUDGETS[0]}: {flat:.3f}x (median over rounds of the round's ratio)\n")
 
 
 def measure_herding(args: argparse.Namespace) -> None:
@@ -234,12 +251,14 @@ def measure_herding(args: argparse.Namespace) -> None:
 
 def measure_ewc(args: argparse.Namespace) -> None:
     values: dict = {}
-    ewc = alternate({k: ewc_steps(k, args.steps, values) for k in ("finetune", "ewc old", "ewc new")},
-                    args.repeats)
-    base = ewc["finetune"][0]
-    print("EWC, ms per training step (MLP 64-256-256-10, batch 32)")
+    runs = alternate_runs({k: ewc_steps(k, args.steps, values) for k in ("finetune", "ewc old", "ewc new")},
+                          args.repeats)
+    print("EWC, ms per training step (MLP 64-256-256-10, batch 32); ratio: median over rounds of the "
+          "round's EWC / finetune")
     for k in ("finetune", "ewc old", "ewc new"):
-        print(f"  {k:<9} {1e3 * ewc[k][0]:>8.3f} +-{1e3 * ewc[k][1]:.3f}  {ewc[k][0] / base:.2f}x finetune")
+        v = runs[k]
+        print(f"  {k:<9} {1e3 * statistics.median(v):>8.3f} +-{1e3 * (max(v) - min(v)) / 2:.3f}  "
+              f"{paired_ratio(runs, k, 'finetune'):.2f}x finetune")
     print(f"  penalty old {values['ewc old']:.9g}, new {values['ewc new']:.9g}")
 
 

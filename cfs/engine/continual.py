@@ -25,8 +25,15 @@ from cfs.engine.devices import amp_dtype, autocast
 from cfs.engine.hooks import ActiveHooks
 from cfs.engine.progress import Progress
 from cfs.engine.state import RunState
-from cfs.engine.step import OptimStep, check_parameters
+from cfs.engine.step import OptimStep, check_parameters, stack_scalars
 from cfs.scenarios.base import Experience
+
+
+def ensure_train_mode(model: torch.nn.Module) -> None:
+    """``model.train()`` unless every module is in training mode already (then it would change
+    nothing): a recursive ``train()`` per epoch costs as much as a few steps of a small model."""
+    if not all(m.training for m in model.modules()):
+        model.train()
 
 
 @dataclass
@@ -137,10 +144,13 @@ class ContinualLoop:
             self.timings.epochs.append(
                 EpochLog(s.experience_index, epoch, float(loss_sum) / max(seen, 1), accuracy, time.perf_counter() - t0)
             )
-            check_parameters(s, self.step.params)
             done = epoch + 1
             if s.checkpointer is not None and done < cfg.epochs and s.checkpointer.due(done):
+                check_parameters(s, self.step.params)  # never checkpoint diverged weights
                 s.checkpointer.write(continual_payload(self, s.experience_index, done))
+        # Once per experience: a weight that went non-finite earlier makes the next step's loss
+        # non-finite, which the per-epoch loss check names; this catches the last steps'.
+        check_parameters(s, self.step.params)
 
     def _one_epoch(self) -> tuple[float, int, float, int]:
         """Train one epoch; return the summed loss, the number of rows it was summed over, the
@@ -155,11 +165,12 @@ class ContinualLoop:
         joined = n > s.n_incoming_rows  # rows from a memory follow the experience's own
         order = distributed.shard(self.batch_order(n))
         m = len(order)
-        s.model.train()
+        ensure_train_mode(s.model)
         losses: list[torch.Tensor] = []
         sizes: list[int] = []
         predictions: list[torch.Tensor] = []
         targets: list[torch.Tensor] = []
+        marked = False  # whether some targets are -1 (replayed rows, not counted)
         bar = self.bars.batches(m, f"exp {s.experience_index} epoch {s.epoch + 1}/{s.config.epochs}")
         prepare, xs, ys, step, forward_loss = s.prepare, data.x, data.y, self.step, self._forward_loss
         # CPU: keep the logits, one argmax per epoch costs less than one per step; CUDA: the
@@ -178,14 +189,22 @@ class ContinualLoop:
                                     "with state.batch.append_replayed(x, y, source)")
                 loss = h.cfs_training_step(state=s)
                 if loss is None:
-                    loss = step(forward_loss)
+                    step(forward_loss)
+                    detached = step.last_loss
+                else:
+                    detached = loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss),
+                                                                                                 device=s.device)
                 batch = s.batch
                 if s.outputs is not None and s.outputs.shape[0] == batch.size:  # a replaced step may set it
                     out = s.outputs.detach()
                     predictions.append(out.argmax(1) if per_step_argmax else out)
                     # replayed rows get target -1, which no prediction equals: not counted, no sync
-                    targets.append(torch.where(batch.incoming, batch.y, -1) if joined or batch.segments else batch.y)
-                losses.append(loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss), device=s.device))
+                    if joined or batch.segments:
+                        targets.append(torch.where(batch.incoming, batch.y, -1))
+                        marked = True
+                    else:
+                        targets.append(batch.y)
+                losses.append(detached)
                 sizes.append(batch.n_drawn)
                 h.cfs_after_batch(state=s)
                 s.iteration += 1
@@ -196,7 +215,7 @@ class ContinualLoop:
                         bar.set_postfix(loss=f"{float(losses[-1]):.3f}", refresh=False)
         if bar is not None:
             bar.close()
-        return self._epoch_statistics(losses, sizes, predictions, targets, s.device)
+        return self._epoch_statistics(losses, sizes, predictions, targets, s.device, marked)
 
     def batch_order(self, n: int) -> torch.Tensor:
         """The order in which an epoch visits the ``n`` training rows: a seeded shuffle. A loop
@@ -209,21 +228,27 @@ class ContinualLoop:
 
     @staticmethod
     def _epoch_statistics(losses: list[torch.Tensor], sizes: list[int], predictions: list[torch.Tensor],
-                          targets: list[torch.Tensor], device: torch.device) -> tuple[float, int, float, int]:
+                          targets: list[torch.Tensor], device: torch.device,
+                          marked: bool = True) -> tuple[float, int, float, int]:
         """(summed loss, rows it was summed over, correct predictions, rows counted) of an
         epoch, summed over ranks, in a handful of tensor ops and one transfer: with few batches
-        per epoch, per-element reductions cost as much as a step."""
-        stats = torch.zeros(4, dtype=torch.float64, device=device)
-        if losses:
-            stacked = torch.stack([t.reshape(()) for t in losses]).float()
-            stats[0] = torch.dot(stacked, torch.tensor(sizes, dtype=torch.float32, device=stacked.device))
-            stats[1] = sum(sizes)
+        per epoch, every op counts as much as a step's (``marked``: some targets are -1, rows not
+        to count; otherwise every target row counts and the count needs no tensor op)."""
+        seen, counted = sum(sizes), 0
+        parts = {"loss": torch.dot(stack_scalars(losses), torch.tensor(sizes, dtype=torch.float32, device=device))
+                 if losses else torch.zeros((), device=device)}
         if predictions:  # the head's width is fixed within an experience
             y, pred = torch.cat(targets), torch.cat(predictions)
-            stats[2] = ((pred.argmax(1) if pred.dim() == 2 else pred) == y).sum()
-            stats[3] = (y >= 0).sum()
-        loss_sum, seen, correct, counted = distributed.all_reduce_sum(stats).tolist()
-        return loss_sum, int(seen), correct, int(counted)
+            parts["correct"] = ((pred.argmax(1) if pred.dim() == 2 else pred) == y).sum().float()
+            if marked:
+                parts["counted"] = (y >= 0).sum().float()
+            else:
+                counted = y.shape[0]
+        if distributed.is_distributed():  # the Python counts are this rank's: sum them over ranks too
+            parts["seen"] = torch.tensor(float(seen), device=device)
+            parts.setdefault("counted", torch.tensor(float(counted), device=device))
+        out = dict(zip(parts, distributed.all_reduce_sum(torch.stack(list(parts.values()))).tolist()))
+        return out["loss"], int(out.get("seen", seen)), out.get("correct", 0.0), int(out.get("counted", counted))
 
     def default_step(self) -> torch.Tensor:
         """Forward, base loss plus every plugin's extra loss, backward, optimizer step."""

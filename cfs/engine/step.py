@@ -4,8 +4,9 @@ The continual loop (one batch of an experience) and the episodic loop (one meta-
 in how they get the base loss: cross-entropy of the model's logits, or a strategy's
 ``cfs_meta_loss``. Everything after that is the same and lives here once: the optimizer and
 LR schedule built with every ``cfs_extra_parameters``, autocast and the GradScaler, the extra
-``cfs_loss`` terms every composed strategy adds, ``cfs_before_backward``/``cfs_after_backward``,
-and the optimizer step.
+``cfs_loss`` terms every composed strategy adds (autograd terms, and
+:class:`~cfs.engine.closed_form.ClosedFormLoss` terms whose gradient is added right after
+``backward``), ``cfs_before_backward``/``cfs_after_backward``, and the optimizer step.
 
 No step waits for the device: the non-finite-loss check of ``on_nan: stop`` is deferred (the
 losses of the last steps are checked together, at the end of every epoch, at every episodic
@@ -23,6 +24,7 @@ from typing import Any, Callable
 import torch
 
 from cfs.engine import distributed
+from cfs.engine.closed_form import ClosedFormLoss
 from cfs.engine.devices import amp_dtype, autocast
 from cfs.engine.optim import build_optimizer, build_scheduler
 from cfs.engine.state import RunState
@@ -35,6 +37,11 @@ class NonFiniteError(CfsError):
 
 #: steps whose losses may wait before the deferred non-finite check reads them
 CHECK_EVERY = 64
+
+
+def stack_scalars(values: list[torch.Tensor]) -> torch.Tensor:
+    """One float vector of one-element tensors (losses), reshaping only those that need it."""
+    return torch.stack([t if t.dim() == 0 else t.reshape(()) for t in values]).float()
 
 
 def position(state: RunState) -> tuple[int, int, int, int]:
@@ -58,8 +65,12 @@ def check_parameters(state: RunState, params: list[torch.Tensor] | None = None) 
     although the loss was finite). Called once per epoch: one sum per tensor, one sync.
     ``params``: the model's parameters when the caller has them listed already."""
     params = list(state.model.parameters()) if params is None else params
-    sums = [p.detach().float().sum() for p in params if p.is_floating_point()]
-    if sums and not math.isfinite(torch.stack(sums).sum().item()):  # NaN and inf propagate through sums
+    floats = [p for p in params if p.is_floating_point()]
+    if not floats:
+        return
+    with torch.no_grad():  # NaN and inf propagate through sums
+        total = torch.stack([p.sum().float() for p in floats]).sum()
+    if not math.isfinite(total.item()):
         raise NonFiniteError(f"non-finite weights after {where(state)}; lower --lr")
 
 
@@ -76,7 +87,11 @@ class OptimStep:
         self.skip_non_finite = getattr(state.config, "on_nan", "stop") == "skip-batch"
         #: losses (and where they were computed) not checked for NaN/inf yet
         self.pending: list[torch.Tensor] = []
+        #: the last step's total loss, detached (the loop logs it without detaching again)
+        self.last_loss: torch.Tensor | None = None
         self.pending_at: list[tuple[int, int, int, int]] = []
+        #: this step's :class:`ClosedFormLoss` terms, whose gradients are added after ``backward``
+        self.closed_form: list[ClosedFormLoss] = []
         #: averages gradients over ranks (``None`` in one process: nothing to do per step)
         self.averager = distributed.GradientAverager() if distributed.is_distributed() else None
 
@@ -98,10 +113,26 @@ class OptimStep:
 
     def _sum(self, base: Callable[[], torch.Tensor]) -> torch.Tensor:
         loss = base()
+        self.closed_form = []
         for term in self.hooks.cfs_loss(state=self.state):
-            if term is not None:
-                loss = loss + term
+            if term is None:
+                continue
+            if isinstance(term, ClosedFormLoss):  # its value here, its gradient after backward
+                self.closed_form.append(term)
+                term = term.value
+            loss = loss + term
         return loss
+
+    def _add_closed_form_gradients(self) -> None:
+        """Add every :class:`ClosedFormLoss` gradient, scaled like the loss was (fp16)."""
+        if not self.closed_form:
+            return
+        scale = None
+        if self.scaler.is_enabled():  # the loss scale as a device tensor: no read-back
+            scale = self.scaler.scale(torch.ones((), device=self.state.device))
+        for term in self.closed_form:
+            term.add_gradient(scale)
+        self.closed_form = []
 
     def __call__(self, base: Callable[[], torch.Tensor]) -> torch.Tensor:
         """Total loss, backward (scaled for fp16 on CUDA), gradients averaged over ranks, the
@@ -116,11 +147,13 @@ class OptimStep:
         s.loss = loss
         if self.skip_non_finite:
             bad = distributed.any_rank(~torch.isfinite(loss.detach()))
+            self.last_loss = loss.detach()
             if bool(bad):  # one read per step: skipping must be decided before the update
                 s.extra["skipped_batches"] = s.extra.get("skipped_batches", 0) + 1
-                return loss.detach()
+                return self.last_loss
         else:
-            self.pending.append(loss.detach())
+            self.last_loss = loss.detach()
+            self.pending.append(self.last_loss)
             self.pending_at.append(position(s))
             if len(self.pending) >= CHECK_EVERY:
                 self.check_losses()
@@ -128,6 +161,7 @@ class OptimStep:
         s.optimizer.zero_grad(set_to_none=True)
         if self.scaler.is_enabled():
             self.scaler.scale(loss).backward()
+            self._add_closed_form_gradients()
             if self.averager is not None:
                 self.averager(self.params + self.extra)
             h.cfs_after_backward(state=s)
@@ -135,6 +169,7 @@ class OptimStep:
             self.scaler.update()
         else:
             loss.backward()
+            self._add_closed_form_gradients()
             if self.averager is not None:
                 self.averager(self.params + self.extra)
             h.cfs_after_backward(state=s)
@@ -149,7 +184,7 @@ class OptimStep:
             self.averager.check()
         if not self.pending:
             return
-        losses = distributed.all_reduce_sum(torch.stack([t.reshape(()).float() for t in self.pending]))
+        losses = distributed.all_reduce_sum(stack_scalars(self.pending))
         values, at = losses.tolist(), self.pending_at
         self.pending, self.pending_at = [], []
         for value, place in zip(values, at):

@@ -1,0 +1,52 @@
+"""Loss terms whose gradient is known in closed form.
+
+A quadratic penalty such as EWC's ``sum_k F_k (theta_k - theta*_k)^2`` has the gradient
+``2 F (theta - theta*)``, computed anyway on the way to its value. Sending it through autograd
+costs a custom ``Function`` call, graph nodes and a second accumulation into every
+parameter's ``.grad``: on a small model that is half a training step. A ``cfs_loss`` hook may
+instead return a :class:`ClosedFormLoss`: the shared step (:mod:`cfs.engine.step`) adds its
+value to the loss (so the logged loss and the non-finite check see it) and, right after
+``backward`` and before gradients are averaged over ranks or any ``cfs_after_backward`` hook
+sees them, adds its gradient to the parameters' ``.grad``. Every composed strategy therefore
+sees the gradient of the whole loss, exactly as if autograd had computed it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class ClosedFormLoss:
+    """``value`` (a scalar tensor, no graph) and its gradient with respect to ``params[k]`` (or
+    to its first ``rows[k]`` rows, for a head grown since the term was set up; ``None``: the
+    whole tensor): ``alpha * grads[k]``, or ``alpha * grads[k] * factors[k]`` when ``factors`` is
+    given (added with one fused multiply-add, without forming the product)."""
+
+    __slots__ = ("value", "params", "grads", "factors", "alpha", "rows")
+
+    def __init__(self, value: torch.Tensor, params: list[torch.Tensor], grads: list[torch.Tensor],
+                 rows: list[int | None] | None = None, factors: list[torch.Tensor] | None = None,
+                 alpha: float = 1.0) -> None:
+        if len(params) != len(grads) or (factors is not None and len(factors) != len(grads)):
+            raise ValueError(f"ClosedFormLoss: {len(params)} parameters, {len(grads)} gradients"
+                             + ("" if factors is None else f", {len(factors)} factors"))
+        self.value = value.detach()
+        self.params, self.grads, self.factors, self.alpha = params, grads, factors, float(alpha)
+        self.rows = rows if rows is not None else [None] * len(params)
+
+    def item(self) -> float:
+        return self.value.item()
+
+    def add_gradient(self, scale: torch.Tensor | None = None) -> None:
+        """Add ``scale *`` the gradient to the parameters' ``.grad`` (``scale``: the loss scale of
+        fp16 training, a tensor on the device so nothing is read back; ``None``: 1)."""
+        targets = []
+        for p, r in zip(self.params, self.rows):
+            if p.grad is None:  # a parameter the rest of the loss does not reach
+                p.grad = torch.zeros_like(p)
+            targets.append(p.grad if r is None else p.grad[:r])
+        grads = self.grads if scale is None else torch._foreach_mul(self.grads, scale)
+        if self.factors is None:
+            torch._foreach_add_(targets, grads, alpha=self.alpha)
+        else:
+            torch._foreach_addcmul_(targets, grads, self.factors, value=self.alpha)
