@@ -5,7 +5,7 @@ cross-entropy over all seen classes. Data live on the run's device; a batch is a
 of the experience's tensors, augmented and normalised on the device.
 
 No step reads a number back from the device: per-batch statistics stay device tensors until
-the end of the epoch. In a distributed run (:mod:`cfs.engine.distributed`) each rank trains on
+the end of the experience (:mod:`cfs.engine.epoch_log`). In a distributed run (:mod:`cfs.engine.distributed`) each rank trains on
 its share of every epoch's permutation and of every global batch, and evaluates its share of
 the test data; the statistics and accuracies are reduced over ranks.
 """
@@ -22,11 +22,16 @@ from cfs.engine import distributed
 from cfs.engine.batch import Batch
 from cfs.engine.resume import continual_payload, restore_continual, restore_optimisation
 from cfs.engine.devices import amp_dtype, autocast
+from cfs.engine.epoch_log import EpochLog, EpochTally, epoch_logs  # noqa: F401 (EpochLog: re-exported)
 from cfs.engine.hooks import ActiveHooks
 from cfs.engine.progress import Progress
 from cfs.engine.state import RunState
-from cfs.engine.step import OptimStep, check_parameters, stack_scalars
+from cfs.engine.step import OptimStep, check_parameters
 from cfs.scenarios.base import Experience
+
+
+#: reduce the epoch tallies early once they hold this many predicted rows (bounded memory)
+TALLY_ROWS = 1 << 20
 
 
 def ensure_train_mode(model: torch.nn.Module) -> None:
@@ -34,17 +39,6 @@ def ensure_train_mode(model: torch.nn.Module) -> None:
     nothing): a recursive ``train()`` per epoch costs as much as a few steps of a small model."""
     if not all(m.training for m in model.modules()):
         model.train()
-
-
-@dataclass
-class EpochLog:
-    """One line of ``training_results.csv``."""
-
-    experience: int
-    epoch: int
-    loss: float
-    accuracy: float
-    seconds: float
 
 
 @dataclass
@@ -64,6 +58,8 @@ class ContinualLoop:
         self.progress = progress
         self.bars = Progress(progress)
         self.step = OptimStep(state, self.hooks)
+        self._tallies: list[EpochTally] = []  # epochs trained but not in timings.epochs yet
+        self._tally_rows = 0
         self._test = self._stack_test(state.scenario.experiences)
 
     def _stack_test(self, experiences: list[Experience]):
@@ -134,30 +130,37 @@ class ContinualLoop:
             s.epoch = epoch
             t0 = time.perf_counter()
             h.cfs_before_epoch(state=s)
-            loss_sum, seen, correct, counted = self._one_epoch()
+            tally = self._one_epoch()
             self.step.check_losses()
             distributed.sync_buffers(s.model)
             if s.scheduler is not None:
                 s.scheduler.step()
             h.cfs_after_epoch(state=s)
-            accuracy = float(correct) / counted if counted else float("nan")  # nan: no logits to count
-            self.timings.epochs.append(
-                EpochLog(s.experience_index, epoch, float(loss_sum) / max(seen, 1), accuracy, time.perf_counter() - t0)
-            )
+            tally.experience, tally.epoch, tally.seconds = s.experience_index, epoch, time.perf_counter() - t0
+            self._tallies.append(tally)
+            self._tally_rows += tally.rows
+            if self._tally_rows > TALLY_ROWS:
+                self.flush_epoch_logs()
             done = epoch + 1
             if s.checkpointer is not None and done < cfg.epochs and s.checkpointer.due(done):
+                self.flush_epoch_logs()
                 check_parameters(s, self.step.params)  # never checkpoint diverged weights
                 s.checkpointer.write(continual_payload(self, s.experience_index, done))
+        self.flush_epoch_logs()
         # Once per experience: a weight that went non-finite earlier makes the next step's loss
         # non-finite, which the per-epoch loss check names; this catches the last steps'.
         check_parameters(s, self.step.params)
 
-    def _one_epoch(self) -> tuple[float, int, float, int]:
-        """Train one epoch; return the summed loss, the number of rows it was summed over, the
-        number of correct predictions and the number of samples they were counted on (the
-        incoming rows: replayed rows are not this experience's training accuracy), over every
-        rank. Per-batch statistics are only collected here and reduced once at the end of the
-        epoch, which keeps the step cheap and free of device synchronisation."""
+    def flush_epoch_logs(self) -> None:
+        """Reduce the epochs not logged yet into ``timings.epochs`` (:mod:`cfs.engine.epoch_log`)."""
+        self.timings.epochs.extend(epoch_logs(self._tallies, self.state.device))
+        self._tallies, self._tally_rows = [], 0
+
+    def _one_epoch(self) -> EpochTally:
+        """Train one epoch; return its batches' losses and row counts, and the predicted class and
+        target of every row its training accuracy counts (the incoming rows: replayed rows are
+        not this experience's training accuracy). Nothing is reduced here, which keeps the step
+        cheap and free of device synchronisation (:func:`cfs.engine.epoch_log.epoch_logs`)."""
         s, h = self.state, self.hooks
         bs = distributed.local_share(s.config.batch_size)
         data = s.train_data
@@ -215,7 +218,11 @@ class ContinualLoop:
                         bar.set_postfix(loss=f"{float(losses[-1]):.3f}", refresh=False)
         if bar is not None:
             bar.close()
-        return self._epoch_statistics(losses, sizes, predictions, targets, s.device, marked)
+        tally = EpochTally(s.experience_index, s.epoch, 0.0, losses, sizes, marked=marked)
+        if predictions:  # the head's width is fixed within an experience
+            pred = torch.cat(predictions)
+            tally.predictions, tally.targets = (pred.argmax(1) if pred.dim() == 2 else pred), torch.cat(targets)
+        return tally
 
     def batch_order(self, n: int) -> torch.Tensor:
         """The order in which an epoch visits the ``n`` training rows: a seeded shuffle. A loop
@@ -225,30 +232,6 @@ class ContinualLoop:
     def after_step(self) -> None:
         """Called after every training batch (after ``cfs_after_batch``); nothing here. A loop
         of another kind may override it (the online loop evaluates every K batches)."""
-
-    @staticmethod
-    def _epoch_statistics(losses: list[torch.Tensor], sizes: list[int], predictions: list[torch.Tensor],
-                          targets: list[torch.Tensor], device: torch.device,
-                          marked: bool = True) -> tuple[float, int, float, int]:
-        """(summed loss, rows it was summed over, correct predictions, rows counted) of an
-        epoch, summed over ranks, in a handful of tensor ops and one transfer: with few batches
-        per epoch, every op counts as much as a step's (``marked``: some targets are -1, rows not
-        to count; otherwise every target row counts and the count needs no tensor op)."""
-        seen, counted = sum(sizes), 0
-        parts = {"loss": torch.dot(stack_scalars(losses), torch.tensor(sizes, dtype=torch.float32, device=device))
-                 if losses else torch.zeros((), device=device)}
-        if predictions:  # the head's width is fixed within an experience
-            y, pred = torch.cat(targets), torch.cat(predictions)
-            parts["correct"] = ((pred.argmax(1) if pred.dim() == 2 else pred) == y).sum().float()
-            if marked:
-                parts["counted"] = (y >= 0).sum().float()
-            else:
-                counted = y.shape[0]
-        if distributed.is_distributed():  # the Python counts are this rank's: sum them over ranks too
-            parts["seen"] = torch.tensor(float(seen), device=device)
-            parts.setdefault("counted", torch.tensor(float(counted), device=device))
-        out = dict(zip(parts, distributed.all_reduce_sum(torch.stack(list(parts.values()))).tolist()))
-        return out["loss"], int(out.get("seen", seen)), out.get("correct", 0.0), int(out.get("counted", counted))
 
     def default_step(self) -> torch.Tensor:
         """Forward, base loss plus every plugin's extra loss, backward, optimizer step."""

@@ -26,6 +26,7 @@ import torch
 from cfs.engine import distributed
 from cfs.engine.closed_form import ClosedFormLoss
 from cfs.engine.devices import amp_dtype, autocast
+from cfs.engine.epoch_log import stack_scalars
 from cfs.engine.optim import build_optimizer, build_scheduler
 from cfs.engine.state import RunState
 from cfs.errors import CfsError
@@ -37,11 +38,6 @@ class NonFiniteError(CfsError):
 
 #: steps whose losses may wait before the deferred non-finite check reads them
 CHECK_EVERY = 64
-
-
-def stack_scalars(values: list[torch.Tensor]) -> torch.Tensor:
-    """One float vector of one-element tensors (losses), reshaping only those that need it."""
-    return torch.stack([t if t.dim() == 0 else t.reshape(()) for t in values]).float()
 
 
 def position(state: RunState) -> tuple[int, int, int, int]:

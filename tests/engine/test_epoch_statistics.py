@@ -4,29 +4,37 @@ weights caught although every loss was finite."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from cfs import hookimpl, testing
-from cfs.engine.continual import ContinualLoop, ensure_train_mode
+from cfs.engine.continual import ensure_train_mode
+from cfs.engine.epoch_log import EpochTally, epoch_logs
 from cfs.errors import CfsError
 from cfs.strategy import Strategy
 
-stats = ContinualLoop._epoch_statistics
+CPU = torch.device("cpu")
 
 
-def test_epoch_statistics_weigh_losses_by_rows_and_count_only_incoming_rows():
-    losses = [torch.tensor(1.0), torch.tensor(4.0)]
-    sizes = [3, 1]
-    logits = [torch.tensor([[2.0, 0.0], [0.0, 1.0], [5.0, 0.0]]), torch.tensor([[0.0, 3.0]])]
-    # every target counts: predictions 0, 1, 0, 1 against 0, 0, 0, 1 -> 3 correct of 4
-    plain = stats(losses, sizes, logits, [torch.tensor([0, 0, 0]), torch.tensor([1])], torch.device("cpu"), False)
-    assert plain == pytest.approx((1.0 * 3 + 4.0 * 1, 4, 3.0, 4))
-    # a replayed row (target -1) is neither correct nor counted
-    marked = stats(losses, sizes, logits, [torch.tensor([0, -1, 0]), torch.tensor([1])], torch.device("cpu"), True)
-    assert marked == pytest.approx((7.0, 4, 3.0, 3))
-    # no logits reported: nothing counted (the loop logs NaN, not 0)
-    assert stats(losses, sizes, [], [], torch.device("cpu"), False) == pytest.approx((7.0, 4, 0.0, 0))
+def _tally(epoch, losses, sizes, predictions=None, targets=None, marked=False):
+    return EpochTally(0, epoch, 1.0, [torch.tensor(v) for v in losses], sizes,
+                      None if predictions is None else torch.tensor(predictions),
+                      None if targets is None else torch.tensor(targets), marked)
+
+
+def test_epoch_logs_weigh_losses_by_rows_and_count_only_incoming_rows():
+    plain = _tally(0, [1.0, 4.0], [3, 1], [0, 1, 0, 1], [0, 0, 0, 1])  # 3 of 4 correct
+    replayed = _tally(1, [2.0], [4], [0, 1, 0, 1], [0, -1, 0, 1], marked=True)  # a replayed row: not counted
+    silent = _tally(2, [3.0, 5.0], [2, 2])  # a replaced step that reports no logits
+    logs = epoch_logs([plain, replayed, silent], CPU)
+    assert [(e.epoch, e.seconds) for e in logs] == [(0, 1.0), (1, 1.0), (2, 1.0)]
+    assert [e.loss for e in logs] == pytest.approx([(1.0 * 3 + 4.0 * 1) / 4, 2.0, 4.0])
+    assert logs[0].accuracy == pytest.approx(3 / 4) and logs[1].accuracy == pytest.approx(3 / 3)
+    assert math.isnan(logs[2].accuracy)  # nothing measured, not 0.0
+    # reduced together or one by one: the same lines
+    assert [epoch_logs([t], CPU)[0] for t in (plain, replayed, silent)][:2] == logs[:2]
 
 
 def test_ensure_train_mode_restores_a_submodule_left_in_eval_mode():
