@@ -53,6 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction, parent: argparse.Argument
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--max-per-class", type=int, help="use at most this many images per class")
     p.add_argument("--val-fraction", type=float, default=0.05, help="held-out share of each class (default 0.05)")
+    p.add_argument("--init", metavar="PATH", help="start from the backbone weights of a checkpoint cfs pretrain "
+                   "wrote (same backbone and image size) to train more epochs without starting over; the classifier "
+                   "head starts fresh and the learning-rate schedule starts again")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, help="torch CPU threads")
@@ -72,12 +75,15 @@ def check_args(args: argparse.Namespace, pm) -> None:
                              ("--image-size", args.image_size, 8)):
         if value < low:
             raise CfsError(f"{flag} must be at least {low}, got {value}")
+    if args.lr is not None and args.lr < 0:
+        raise CfsError(f"--lr must be >= 0, got {args.lr:g}")
     if args.max_per_class is not None and args.max_per_class < 2:
         raise CfsError(f"--max-per-class must be at least 2, got {args.max_per_class}")
     if not 0 <= args.val_fraction < 1:
         raise CfsError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     if not 0 <= args.label_smoothing < 1:
         raise CfsError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    args.init_checkpoint = load_init(args) if args.init else None
     out = Path(args.out)
     parent = out.parent if str(out.parent) else Path(".")
     if out.is_dir():
@@ -86,6 +92,24 @@ def check_args(args: argparse.Namespace, pm) -> None:
         raise CfsError(f"--out {args.out!r}: folder {str(parent)!r} does not exist")
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise CfsError(f"--out {args.out!r} is not writable")
+
+
+def load_init(args: argparse.Namespace) -> dict:
+    """The ``--init`` checkpoint, refused in one line unless cfs pretrain wrote it for this
+    backbone at this image size."""
+    path = Path(args.init)
+    if not path.is_file():
+        raise CfsError(f"--init {args.init!r}: no such file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise CfsError(f"--init {args.init!r} is not a checkpoint cfs pretrain wrote ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "backbone" not in ckpt:
+        raise CfsError(f"--init {args.init!r} is not a checkpoint cfs pretrain wrote")
+    if ckpt["backbone"] != args.backbone or ckpt.get("image_size") != args.image_size:
+        raise CfsError(f"--init {args.init!r} holds {ckpt['backbone']} at {ckpt.get('image_size')} px; this run trains "
+                       f"{args.backbone} at {args.image_size} px")
+    return ckpt
 
 
 def load_images(args: argparse.Namespace):
@@ -154,6 +178,12 @@ def run(args: argparse.Namespace) -> int:
     data, images = load_images(args)
     in_channels = images.x.shape[1]
     net = build_backbone(pm.backbones, args.backbone, in_channels=in_channels, image_size=args.image_size).to(device)
+    init = args.init_checkpoint
+    if init is not None:
+        if init.get("in_channels", in_channels) != in_channels:
+            raise CfsError(f"--init {args.init!r} was trained on {init['in_channels']}-channel images; "
+                           f"{args.data!r} has {in_channels}")
+        net.load_state_dict(init["state_dict"])
     labels = images.y.long()
     classes = torch.unique(labels)
     remap = torch.full((int(classes.max()) + 1,), -1, dtype=torch.long)
@@ -168,13 +198,16 @@ def run(args: argparse.Namespace) -> int:
     head = nn.Linear(net.out_dim, len(classes)).to(device)
     params = list(net.parameters()) + list(head.parameters())
     if args.optimizer == "adamw":
-        lr, wd = args.lr or 1e-3, 0.05 if args.weight_decay is None else args.weight_decay
+        lr, wd = 1e-3 if args.lr is None else args.lr, 0.05 if args.weight_decay is None else args.weight_decay
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     else:
-        lr, wd = args.lr or 0.1, 5e-4 if args.weight_decay is None else args.weight_decay
+        lr, wd = 0.1 if args.lr is None else args.lr, 5e-4 if args.weight_decay is None else args.weight_decay
         opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, nesterov=True)
     steps_per_epoch = math.ceil(len(y_tr) / args.batch_size)
     total, warmup = args.epochs * steps_per_epoch, int(args.warmup_epochs * steps_per_epoch)
+    if init is not None:
+        print(f"starting from {args.init} ({init.get('epochs')} epochs, held-out accuracy "
+              f"{100 * float(init.get('held_out_accuracy', float('nan'))):.1f}%)", flush=True)
     print(f"pretrain {args.backbone} on {args.data} ({len(classes)} classes, {len(y_tr)} train / {len(y_va)} held-out "
           f"images, {args.image_size} px), {args.epochs} epochs, {args.optimizer} lr {lr}", flush=True)
     step, t0 = 0, time.perf_counter()
@@ -204,7 +237,10 @@ def run(args: argparse.Namespace) -> int:
     ckpt = {"state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "backbone": args.backbone,
             "image_size": args.image_size, "in_channels": in_channels, "mean": list(mean), "std": list(std),
             "data": args.data, "classes": [names[int(c)] for c in classes] if names else classes.tolist(),
-            "epochs": args.epochs, "held_out_accuracy": acc}
+            "epochs": args.epochs + (int(init.get("epochs", 0)) if init is not None else 0),
+            "held_out_accuracy": acc}
+    if init is not None:
+        ckpt["init"] = {"path": str(args.init), "epochs": init.get("epochs"), "held_out_accuracy": init.get("held_out_accuracy")}
     tmp = Path(str(args.out) + ".tmp")
     torch.save(ckpt, tmp)
     os.replace(tmp, args.out)

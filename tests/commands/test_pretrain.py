@@ -68,6 +68,7 @@ def test_bench_runs_a_strategy_on_the_pretrained_vit(pretrained, tmp_path):
     (["--data-root", "/nonexistent/minis"], "no such folder"),
     (["--data", "mini-imagenett"], "unknown data set"),
     (["--epochs", "0"], "at least 1"),
+    (["--lr", "-1"], "--lr must be >= 0"),
 ])
 def test_pretrain_user_errors_are_one_line_before_work(argv, msg, tmp_path, capsys):
     out = tmp_path / "w.pt"
@@ -90,3 +91,37 @@ def test_bench_weights_and_pretrained_errors_name_the_backbone(tmp_path, capsys)
     assert "cannot load a local checkpoint" in capsys.readouterr().err
     assert main(["bench", "--backbone", "vit-tiny", "--pretrained", "--out", str(tmp_path / "b"), "--no-progress"]) == 2
     assert "has no pretrained weights" in capsys.readouterr().err
+
+
+def test_init_continues_from_a_checkpoint_and_records_it(pretrained, tmp_path):
+    folder, ckpt = pretrained
+    out = tmp_path / "more.pt"
+    # lr 0: the weights written are exactly the ones it started from
+    assert main(["pretrain", "--backbone", "vit-tiny", "--data", "imagefolder", "--data-root", str(folder),
+                 "--image-size", "16", "--epochs", "1", "--batch-size", "16", "--lr", "0", "--init", str(ckpt),
+                 "--out", str(out), "--threads", "1"]) == 0
+    before, after = torch.load(ckpt, weights_only=True), torch.load(out, weights_only=True)
+    assert all(torch.equal(before["state_dict"][k], after["state_dict"][k]) for k in before["state_dict"])
+    assert after["epochs"] == before["epochs"] + 1
+    assert after["init"] == {"path": str(ckpt), "epochs": before["epochs"], "held_out_accuracy": before["held_out_accuracy"]}
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--image-size", "32"], "holds vit-tiny at 16 px; this run trains vit-tiny at 32 px"),
+    (["--backbone", "vit-small"], "holds vit-tiny at 16 px; this run trains vit-small"),
+])
+def test_init_from_another_backbone_or_size_is_one_line_before_work(pretrained, extra, msg, tmp_path, capsys):
+    folder, ckpt = pretrained
+    out = tmp_path / "x.pt"
+    argv = ["pretrain", "--backbone", "vit-tiny", "--data", "imagefolder", "--data-root", str(folder),
+            "--image-size", "16", "--init", str(ckpt), "--out", str(out)]
+    for flag, value in zip(extra[::2], extra[1::2]):
+        argv[argv.index(flag) + 1] = value
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_init_that_is_not_a_file_is_one_line(tmp_path, capsys):
+    assert main(["pretrain", "--init", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o.pt")]) == 2
+    assert "no such file" in capsys.readouterr().err
