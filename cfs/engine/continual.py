@@ -5,9 +5,10 @@ cross-entropy over all seen classes. Data live on the run's device; a batch is a
 of the experience's tensors, augmented and normalised on the device.
 
 No step reads a number back from the device: per-batch statistics stay device tensors until
-the end of the experience (:mod:`cfs.engine.epoch_log`). In a distributed run (:mod:`cfs.engine.distributed`) each rank trains on
-its share of every epoch's permutation and of every global batch, and evaluates its share of
-the test data; the statistics and accuracies are reduced over ranks.
+the end of the experience (:mod:`cfs.engine.epoch_log`). In a distributed run
+(:mod:`cfs.engine.distributed`) each rank trains on its share of every epoch's permutation and
+of every global batch, and evaluates its share of the test data; the statistics and accuracies
+are reduced over ranks.
 """
 
 from __future__ import annotations

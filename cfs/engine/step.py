@@ -58,7 +58,9 @@ def where(state: RunState, at: tuple[int, int, int, int] | None = None) -> str:
 
 def check_parameters(state: RunState, params: list[torch.Tensor] | None = None) -> None:
     """Stop with :class:`NonFiniteError` when a weight is NaN or infinite (a gradient blew up
-    although the loss was finite). Called once per epoch: one sum per tensor, one sync.
+    although the loss was finite). The continual loop calls it once per experience and before
+    every checkpoint (a weight gone non-finite mid-experience makes the next loss non-finite,
+    which the per-epoch loss check names): one sum per tensor, one sync.
     ``params``: the model's parameters when the caller has them listed already."""
     params = list(state.model.parameters()) if params is None else params
     floats = [p for p in params if p.is_floating_point()]
@@ -142,8 +144,8 @@ class OptimStep:
         loss = self.total_loss(base)
         s.loss = loss
         if self.skip_non_finite:
-            bad = distributed.any_rank(~torch.isfinite(loss.detach()))
             self.last_loss = loss.detach()
+            bad = distributed.any_rank(~torch.isfinite(self.last_loss))
             if bool(bad):  # one read per step: skipping must be decided before the update
                 s.extra["skipped_batches"] = s.extra.get("skipped_batches", 0) + 1
                 return self.last_loss
