@@ -31,8 +31,12 @@ Departures (stated):
   ``-o l2p.query=augmented`` queries each augmented batch, as the official code does.
 * Prompt tokens carry no position embedding (l2p-pytorch gives them the [CLS] one, a constant
   shift of a freely learnt token).
-* Pool size, length and top-N are not scaled down for a tiny ViT: with a 32 px image and
-  4 px patches (64 patch tokens) the 25 prompt tokens lengthen the sequence by 40%.
+* Pool size, length and top-N keep the official values whatever the ViT. On a small image
+  they weigh far more than on ViT-B/16 at 224 px, where the 25 prompt tokens are 11% of a
+  222-token sequence: with 64 patch tokens (``vit-tiny`` at 32 px) they are 28%, with 16
+  (``vit-tiny-p8``) 60%, and the prompt-pooled feature is then mostly the prompts'. The
+  ViT benchmark (``benchmarks/reproduce/vit_cil.py``) therefore runs ``-o l2p.length=1``
+  on ``vit-tiny-p8`` (5 tokens, 23%), and says so.
 """
 
 from __future__ import annotations
