@@ -36,7 +36,8 @@ Departures (stated):
   222-token sequence: with 64 patch tokens (``vit-tiny`` at 32 px) they are 28%, with 16
   (``vit-tiny-p8``) 60%, and the prompt-pooled feature is then mostly the prompts'. The
   ViT benchmark (``benchmarks/reproduce/vit_cil.py``) therefore runs ``-o l2p.length=1``
-  on ``vit-tiny-p8`` (5 tokens, 23%), and says so.
+  on ``vit-tiny-p8`` (5 tokens, 23%), and says so (it also queries the augmented batches,
+  ``-o l2p.query=augmented``, as the official code).
 """
 
 from __future__ import annotations
