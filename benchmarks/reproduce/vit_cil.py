@@ -105,9 +105,10 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--prompt-query", choices=("augmented", "cached"), default="augmented",
                     help="L2P/DualPrompt/CODA-Prompt queries: from each augmented batch, as the official code "
                     "(default), or the cached features of the un-augmented images (the strategies' faster default)")
-    ap.add_argument("--l2p-length", type=int, default=1,
-                    help="tokens per L2P prompt (official 5): with 16 patch tokens, 5 x 5 prompt tokens would outnumber "
-                    "the image's; the official 25 are 11%% of ViT-B/16's 222, 5 x 1 here are 23%% of 22")
+    ap.add_argument("--l2p-length", type=int, default=None,
+                    help="tokens per L2P prompt (default: 1 on vit-tiny-p8, else the official 5): with 16 patch tokens, "
+                    "5 x 5 prompt tokens would outnumber the image's; the official 25 are 11%% of ViT-B/16's 222, "
+                    "5 x 1 here are 23%% of 22")
     ap.add_argument("--ranpac-m", type=int, default=3000)
     ap.add_argument("--methods", default=",".join(VIT_METHODS))
     ap.add_argument("--effnet-size", type=int, default=128)
@@ -117,7 +118,10 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--out", default="/tmp/vit-cil", help="per-run JSON files: OUT/<part>/<method>_s<seed>_<hash>.json")
     ap.add_argument("--collect", action="store_true", help="write rows from existing run files; run nothing")
     ap.add_argument("--no-rows", action="store_true", help="run only; write no rows")
-    return ap.parse_args()
+    a = ap.parse_args()
+    if a.l2p_length is None:
+        a.l2p_length = 1 if a.backbone == "vit-tiny-p8" else 5
+    return a
 
 
 def pretrain(a: argparse.Namespace) -> None:
