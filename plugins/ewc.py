@@ -20,8 +20,9 @@ by the probability of the label, averaged); the default PyCIL's squared batch gr
 Online EWC runs in train mode, so batch-norm statistics see one example at a time there.
 
 The penalty is one fused computation over all parameters (:class:`QuadraticPenalty`:
-``torch._foreach_*`` ops on ``2 lam F`` formed once per epoch), not a Python loop of
-per-parameter ops, and its gradient ``2 lam F (theta - theta*)``, found on the way to the value,
+``torch._foreach_*`` ops on ``sqrt`` of the weighted Fisher, formed once per epoch), not a Python
+loop of per-parameter ops, and its gradient (twice the weighted Fisher times ``theta - theta*``),
+found on the way to the value,
 is added to ``.grad`` by the shared step (:class:`~cfs.engine.closed_form.ClosedFormLoss`)
 instead of going through an autograd graph: a step costs a few passes over the weights.
 """

@@ -23,7 +23,7 @@ from cfs.engine import distributed
 from cfs.engine.batch import Batch
 from cfs.engine.resume import continual_payload, restore_continual, restore_optimisation
 from cfs.engine.devices import amp_dtype, autocast
-from cfs.engine.epoch_log import EpochLog, EpochTally, epoch_logs  # noqa: F401 (EpochLog: re-exported)
+from cfs.engine.epoch_log import EpochLog, EpochTally, epoch_logs
 from cfs.engine.hooks import ActiveHooks
 from cfs.engine.progress import Progress
 from cfs.engine.state import RunState

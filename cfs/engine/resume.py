@@ -97,7 +97,7 @@ def continual_payload(loop: "ContinualLoop", experience: int, epoch: int | None)
 
 def restore_continual(loop: "ContinualLoop", data: dict[str, Any]) -> tuple[int, int | None]:
     """Put a checkpoint back into a freshly built run; return (next experience, epoch or None)."""
-    from cfs.engine.continual import EpochLog
+    from cfs.engine.epoch_log import EpochLog
 
     if data.get("loop") != "continual":
         raise CfsError("the checkpoint is not of a class-incremental run")

@@ -143,14 +143,13 @@ class OptimStep:
         s, h = self.state, self.hooks
         loss = self.total_loss(base)
         s.loss = loss
+        self.last_loss = loss.detach()
         if self.skip_non_finite:
-            self.last_loss = loss.detach()
             bad = distributed.any_rank(~torch.isfinite(self.last_loss))
             if bool(bad):  # one read per step: skipping must be decided before the update
                 s.extra["skipped_batches"] = s.extra.get("skipped_batches", 0) + 1
                 return self.last_loss
         else:
-            self.last_loss = loss.detach()
             self.pending.append(self.last_loss)
             self.pending_at.append(position(s))
             if len(self.pending) >= CHECK_EVERY:
