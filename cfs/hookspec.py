@@ -199,18 +199,21 @@ def cfs_loss(state: "RunState") -> "torch.Tensor | ClosedFormLoss | None":
     """Return an extra loss term to add to the base loss, or ``None``. All answers are summed
     (in the continual loop after ``cfs_after_forward``; in the episodic loop after
     ``cfs_meta_loss``). A term whose gradient is known in closed form may be a
-    :class:`cfs.engine.closed_form.ClosedFormLoss`: its value is summed, and its gradient is
-    added to ``.grad`` right after ``backward``, before anything else sees the gradients."""
+    :class:`cfs.engine.closed_form.ClosedFormLoss`: its value joins the logged loss and its
+    gradient is added to ``.grad`` right after ``backward``, before anything else sees the
+    gradients (a deferred one is computed there)."""
 
 
 @hookspec
 def cfs_before_backward(state: "RunState") -> None:
-    """``state.loss`` is the total loss about to be back-propagated."""
+    """``state.loss`` is the loss about to be back-propagated (every term but the closed-form
+    ones, whose values join it after ``backward``)."""
 
 
 @hookspec
 def cfs_after_backward(state: "RunState") -> None:
-    """Gradients exist; the optimizer has not stepped yet (clip or project gradients here)."""
+    """Gradients exist; the optimizer has not stepped yet (clip or project gradients here).
+    ``state.loss`` is now the detached total loss, closed-form terms' values included."""
 
 
 @hookspec

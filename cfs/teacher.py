@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from cfs import hookimpl
+from cfs.engine.batch import Batch
 from cfs.losses.kd import new_class_cross_entropy
 from cfs.strategy import Strategy
 
@@ -42,7 +43,11 @@ def new_class_base_loss(state: Any, n_old: int) -> torch.Tensor | None:
     """The ``NEW_CLASS_CE`` base loss of the current batch, or ``None`` before any old class."""
     if n_old <= 0:
         return None
-    return new_class_cross_entropy(state.outputs, state.batch.y, n_old)
+    batch, experience = state.batch, state.experience
+    # the rows of an experience of classes >= n_old, nothing replayed: known on the host, no sync
+    known = (isinstance(batch, Batch) and batch.drawn_replayed is None and not batch.segments
+             and experience is not None and bool(experience.classes) and min(experience.classes) >= n_old)
+    return new_class_cross_entropy(state.outputs, batch.y, n_old, all_new=True if known else None)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

@@ -19,16 +19,17 @@ The online variant takes mammoth's per-example Fisher (squared per-example gradi
 by the probability of the label, averaged); the default PyCIL's squared batch gradients.
 Online EWC runs in train mode, so batch-norm statistics see one example at a time there.
 
-The penalty is one fused computation over all parameters (:class:`QuadraticPenalty`:
-``torch._foreach_*`` ops on ``sqrt`` of the weighted Fisher, formed once per epoch), not a Python
-loop of per-parameter ops, and its gradient (twice the weighted Fisher times ``theta - theta*``),
-found on the way to the value,
-is added to ``.grad`` by the shared step (:class:`~cfs.engine.closed_form.ClosedFormLoss`)
-instead of going through an autograd graph: a step costs a few passes over the weights.
+The penalty is one fused computation over all parameters (:class:`QuadraticPenalty`: flat
+ops on ``sqrt`` of the weighted Fisher, formed once per epoch), not a Python loop of
+per-parameter ops, and its gradient (twice the weighted Fisher times ``theta - theta*``),
+found on the way to the value, is added to ``.grad`` by the shared step right after
+``backward`` (a deferred :class:`~cfs.engine.closed_form.ClosedFormLoss`) instead of going
+through an autograd graph: a step costs a few passes over the weights.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,26 +68,55 @@ class QuadraticPenalty:
     first rows only.
 
     With ``c = sqrt(scale F)`` formed once here and ``e = c (theta - theta*)``, the value is
-    ``sum_k ||e_k||^2`` and the gradient ``2 c e``. A call is a handful of multi-tensor ops
-    whatever the number of parameters (on a small model each op's dispatch costs more than its
-    arithmetic), and returns a :class:`~cfs.engine.closed_form.ClosedFormLoss`: the shared step
-    adds ``2 c * e`` to ``.grad`` after ``backward`` in one fused multiply-add, with no autograd
-    graph for the penalty."""
+    ``||e||^2`` and the gradient ``2 c e``. ``c``, the anchor and ``e`` each live in one flat
+    buffer (with per-parameter views), so a call is one multi-tensor copy of the weights into
+    ``e``, then flat ``sub``/``mul``/``dot`` (one dispatch each, whatever the number of
+    parameters); it returns a deferred :class:`~cfs.engine.closed_form.ClosedFormLoss`, which the
+    shared step computes right after ``backward`` and whose gradient ``2 c * e`` it adds to
+    ``.grad`` in one fused multiply-add, with no autograd graph for the penalty.
+
+    Why this shape: on a small model the penalty is memory-bound and each op's dispatch costs
+    more than its arithmetic. Computed after ``backward``, ``c``, the anchor and ``e`` do not push
+    the weights out of cache between forward and backward, and ``e`` is still in cache when the
+    gradient reads it; the flat buffers replace a norm per parameter and a stack by one dot.
+    ``e`` is reused: a term's gradient is valid until the next call."""
 
     def __init__(self, params: list[torch.Tensor], fisher: list[torch.Tensor], anchor: list[torch.Tensor],
                  scale: float = 1.0) -> None:
         self.rows = [None if p.shape == f.shape else f.shape[0] for p, f in zip(params, fisher)]
-        self.root = [(scale * f.to(p.device, torch.float32)).sqrt() for p, f in zip(params, fisher)]
-        self.anchor = [a.to(p.device) for p, a in zip(params, anchor)]
+        device = params[0].device if params else torch.device("cpu")
+        dtype = torch.float32
+        for q in params:
+            dtype = torch.promote_types(dtype, q.dtype)
+        shapes = [f.shape for f in fisher]
+        self.root_flat = torch.cat([(scale * f.to(device, dtype)).sqrt().reshape(-1) for f in fisher]) \
+            if fisher else torch.zeros(0, dtype=dtype, device=device)
+        self.anchor_flat = torch.cat([a.to(device, dtype).reshape(-1) for a in anchor]) \
+            if anchor else torch.zeros(0, dtype=dtype, device=device)
+        self.e_flat = torch.empty_like(self.root_flat)
+        self.root, self.anchor = _views(self.root_flat, shapes), _views(self.anchor_flat, shapes)
+        self.e = _views(self.e_flat, shapes)
 
     def __call__(self, params: list[torch.Tensor]) -> ClosedFormLoss:
+        """The penalty at ``params`` as a deferred term: the shared step computes it right after
+        ``backward`` (the weights are those of the forward pass until the optimizer steps)."""
+        return ClosedFormLoss.deferred(lambda: self.evaluate(params), params, self.rows, factors=self.root,
+                                       alpha=2.0)
+
+    def evaluate(self, params: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``(value, e)`` with ``e = sqrt(scale F) (theta - theta*)`` (views of one buffer) and
+        the value ``||e||^2``."""
         with torch.no_grad():
-            current = [p if r is None else p[:r] for p, r in zip(params, self.rows)]
-            e = torch._foreach_sub(current, self.anchor)
-            torch._foreach_mul_(e, self.root)  # e = sqrt(scale F) (theta - theta*)
-            norms = torch.stack(torch._foreach_norm(e))
-            value = torch.dot(norms, norms)
-        return ClosedFormLoss(value, params, e, self.rows, factors=self.root, alpha=2.0)
+            if self.e:
+                torch._foreach_copy_(self.e, [p if r is None else p[:r] for p, r in zip(params, self.rows)])
+            self.e_flat.sub_(self.anchor_flat).mul_(self.root_flat)
+            return torch.dot(self.e_flat, self.e_flat), self.e
+
+
+def _views(flat: torch.Tensor, shapes: list[torch.Size]) -> list[torch.Tensor]:
+    """Consecutive views of ``flat`` with the given shapes."""
+    sizes = [math.prod(s) for s in shapes]
+    return [v.view(s) for v, s in zip(flat.split(sizes), shapes)]
 
 
 def quadratic_penalty(params: list[torch.Tensor], fisher: list[torch.Tensor],
@@ -166,10 +196,17 @@ class EWC(Strategy):
         params, fused = self._penalised
         return fused(params)
 
+    def _params(self, state: RunState) -> list[torch.Tensor]:
+        return [p for n, p in state.model.named_parameters() if n in self.fisher]
+
     @hookimpl
     def cfs_before_epoch(self, state: RunState) -> None:
-        """Look the parameters up again (a grown head holds new ones) once per epoch, not per step."""
-        self._penalised = None
+        """Look the parameters up again once per epoch, not per step (a grown head holds new
+        ones); the penalty's flat buffers are rebuilt only when they changed."""
+        if self._penalised is not None:
+            now, before = self._params(state), self._penalised[0]
+            if len(now) != len(before) or any(a is not b or a.shape != b.shape for a, b in zip(now, before)):
+                self._penalised = None
 
     @hookimpl
     def cfs_after_training_exp(self, state: RunState) -> None:

@@ -18,7 +18,11 @@ same machine load:
    with the EWC penalty (old: a Python loop over parameters through autograd; new: the fused
    :class:`cfs_plugins.ewc.QuadraticPenalty`, whose value is added to the loss and whose
    closed-form gradient is added after ``backward``, as the shared step does) against the same
-   step without it (fine-tuning).
+   step without it (fine-tuning). "ewc floor" is a timing reference, not a penalty: the
+   fine-tuning step plus one fused multiply-add that reads the two weight-sized buffers any
+   EWC penalty must read every step (the square-rooted Fisher and the anchor) into the
+   gradients with weight 0. On a small model the penalty is memory-bound; the floor shows how
+   much of its cost that reading alone takes on the machine at hand.
 
 Usage: ``python benchmarks/perf/scaling.py [--repeats 5] [--herding-rounds 1] [--quick]``;
 prints one table (about 3 minutes of CPU).
@@ -36,12 +40,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cfs import hookimpl, testing
 from cfs.data.arrays import ArrayDataset
 from cfs.data.transforms import BatchTransform
 from cfs.engine.batch import Batch
 from cfs.memory import ClassBalancedMemory, herding_order
 from cfs_plugins.ewc import QuadraticPenalty
 from cfs_plugins.replay import Replay, ReplayOptions
+from cfs.strategy import Strategy
 
 BUDGETS = (200, 2_000, 20_000)
 
@@ -178,7 +184,7 @@ def ewc_steps(kind: str, steps: int, values: dict) -> Callable[[], float]:
     fused = QuadraticPenalty(params, [fisher[n] for n, _ in named], [anchor[n] for n, _ in named], scale=500.0)
     x = torch.randn(32, 1, 8, 8, generator=g)
     y = torch.randint(0, 10, (32,), generator=g)
-    if kind != "finetune":
+    if kind in ("ewc old", "ewc new"):
         with torch.no_grad():
             values[kind] = float(_old_penalty(model, fisher, anchor) if kind == "ewc old" else fused(params).value / 500.0)
 
@@ -186,17 +192,57 @@ def ewc_steps(kind: str, steps: int, values: dict) -> Callable[[], float]:
         loss = F.cross_entropy(model(x), y)
         if kind == "ewc old":
             loss = loss + 500.0 * _old_penalty(model, fisher, anchor)
-        elif kind == "ewc new":  # as the shared step does (cfs.engine.step): value now, gradient after backward
-            term = fused(params)  # the weight 500 is folded into the penalty, as EWC does
-            loss = loss + term.value
+        elif kind == "ewc new":  # as the shared step does (cfs.engine.step): a deferred term, computed
+            term = fused(params)  # after backward (the weight 500 is folded into the penalty, as EWC does)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if kind == "ewc new":
             term.add_gradient()
+            loss = loss.detach() + term.value  # the logged loss
+        elif kind == "ewc floor":  # timing only: one fused pass over the two buffers EWC must read
+            torch._foreach_addcmul_([p.grad for p in params], fused.root, fused.anchor, value=0.0)
         opt.step()
 
     step()
     return lambda: cpu_seconds(step, steps)
+
+
+class StepTimer(Strategy):
+    """CPU time of every training step of the experiences after the first (where EWC's penalty
+    is on), from ``cfs_before_batch`` to ``cfs_after_batch``: what a user's run spends per step,
+    hooks and the shared step included."""
+
+    name = "step-timer"
+
+    def __init__(self, options: object | None = None) -> None:
+        super().__init__(options)
+        self.seconds, self.steps, self._t0 = 0.0, 0, 0.0
+
+    @hookimpl
+    def cfs_before_batch(self, state) -> None:  # noqa: ANN001
+        self._t0 = time.process_time()
+
+    @hookimpl
+    def cfs_after_batch(self, state) -> None:  # noqa: ANN001
+        if state.experience_index >= 1:
+            self.seconds += time.process_time() - self._t0
+            self.steps += 1
+
+
+class _TimerPlugin:
+    @staticmethod
+    @hookimpl
+    def cfs_add_strategies(registry) -> None:  # noqa: ANN001
+        registry.add(StepTimer)
+
+
+def engine_steps(strategy: str, epochs: int) -> Callable[[], float]:
+    """Mean CPU seconds per training step of ``strategy`` on split-digits in the engine."""
+    def run() -> float:
+        result = testing.run(f"{strategy}+step-timer", plugins=[_TimerPlugin], epochs=epochs)
+        timer = result.state.strategy("step-timer")
+        return timer.seconds / timer.steps
+    return run
 
 
 def main() -> None:
@@ -206,6 +252,8 @@ def main() -> None:
     parser.add_argument("--herding-rounds", type=int, default=1,
                         help="alternating herding rounds (default 1: the old side takes a minute)")
     parser.add_argument("--quick", action="store_true", help="smaller herding classes (1,000 rows)")
+    parser.add_argument("--engine-epochs", type=int, default=10,
+                        help="epochs of the in-engine EWC comparison (default 10)")
     parser.add_argument("--parts", default="replay,herding,ewc", help="which measurements (comma-separated)")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -251,15 +299,22 @@ def measure_herding(args: argparse.Namespace) -> None:
 
 def measure_ewc(args: argparse.Namespace) -> None:
     values: dict = {}
-    runs = alternate_runs({k: ewc_steps(k, args.steps, values) for k in ("finetune", "ewc old", "ewc new")},
-                          args.repeats)
+    sides = ("finetune", "ewc old", "ewc new", "ewc floor")
+    runs = alternate_runs({k: ewc_steps(k, args.steps, values) for k in sides}, args.repeats)
     print("EWC, ms per training step (MLP 64-256-256-10, batch 32); ratio: median over rounds of the "
           "round's EWC / finetune")
-    for k in ("finetune", "ewc old", "ewc new"):
+    for k in sides:
         v = runs[k]
         print(f"  {k:<9} {1e3 * statistics.median(v):>8.3f} +-{1e3 * (max(v) - min(v)) / 2:.3f}  "
               f"{paired_ratio(runs, k, 'finetune'):.2f}x finetune")
     print(f"  penalty old {values['ewc old']:.9g}, new {values['ewc new']:.9g}")
+    engine = alternate_runs({k: engine_steps(k, args.engine_epochs) for k in ("finetune", "ewc")}, args.repeats)
+    print(f"\nin the engine: cfs bench's split-digits run ({args.engine_epochs} epochs, batch 32), ms per training step "
+          "of experiences 2-5 (hooks and the shared step included)")
+    for k in ("finetune", "ewc"):
+        v = engine[k]
+        print(f"  {k:<9} {1e3 * statistics.median(v):>8.3f} +-{1e3 * (max(v) - min(v)) / 2:.3f}  "
+              f"{paired_ratio(engine, k, 'finetune'):.2f}x finetune")
 
 
 if __name__ == "__main__":

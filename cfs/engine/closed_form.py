@@ -5,13 +5,22 @@ A quadratic penalty such as EWC's ``sum_k F_k (theta_k - theta*_k)^2`` has the g
 costs a custom ``Function`` call, graph nodes and a second accumulation into every
 parameter's ``.grad``: on a small model that is half a training step. A ``cfs_loss`` hook may
 instead return a :class:`ClosedFormLoss`: the shared step (:mod:`cfs.engine.step`) adds its
-value to the loss (so the logged loss and the non-finite check see it) and, right after
+value to the logged loss (so the loss log and the non-finite check see it) and, right after
 ``backward`` and before gradients are averaged over ranks or any ``cfs_after_backward`` hook
 sees them, adds its gradient to the parameters' ``.grad``. Every composed strategy therefore
 sees the gradient of the whole loss, exactly as if autograd had computed it.
+
+A term may also be *deferred* (:meth:`ClosedFormLoss.deferred`): the hook hands over a function
+that computes value and gradient, and the step calls it right after ``backward``. On a small
+model the penalty is memory-bound (it reads two weight-sized buffers every step); computed
+next to the gradient it is added to, the buffers it writes are still in cache when they are
+read again, and nothing it touches pushes the weights out of cache between forward and
+backward.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
@@ -22,7 +31,7 @@ class ClosedFormLoss:
     whole tensor): ``alpha * grads[k]``, or ``alpha * grads[k] * factors[k]`` when ``factors`` is
     given (added with one fused multiply-add, without forming the product)."""
 
-    __slots__ = ("value", "params", "grads", "factors", "alpha", "rows")
+    __slots__ = ("_value", "params", "grads", "factors", "alpha", "rows", "_compute")
 
     def __init__(self, value: torch.Tensor, params: list[torch.Tensor], grads: list[torch.Tensor],
                  rows: list[int | None] | None = None, factors: list[torch.Tensor] | None = None,
@@ -30,9 +39,38 @@ class ClosedFormLoss:
         if len(params) != len(grads) or (factors is not None and len(factors) != len(grads)):
             raise ValueError(f"ClosedFormLoss: {len(params)} parameters, {len(grads)} gradients"
                              + ("" if factors is None else f", {len(factors)} factors"))
-        self.value = value.detach()
+        self._value: torch.Tensor | None = value.detach()
+        self._compute: Callable[[], tuple[torch.Tensor, list[torch.Tensor]]] | None = None
         self.params, self.grads, self.factors, self.alpha = params, grads, factors, float(alpha)
         self.rows = rows if rows is not None else [None] * len(params)
+
+    @classmethod
+    def deferred(cls, compute: Callable[[], tuple[torch.Tensor, list[torch.Tensor]]], params: list[torch.Tensor],
+                 rows: list[int | None] | None = None, factors: list[torch.Tensor] | None = None,
+                 alpha: float = 1.0) -> "ClosedFormLoss":
+        """A term whose ``(value, grads)`` come from ``compute()``, called once, when the value or
+        the gradient is first needed: the shared step calls it right after ``backward`` (before,
+        under ``on_nan: skip-batch``, which must see the whole loss before the update).
+        ``compute`` must not depend on anything the backward pass changes (the weights do not
+        change until the optimizer steps)."""
+        term = cls.__new__(cls)
+        term._value, term._compute = None, compute
+        term.params, term.grads, term.factors, term.alpha = params, [], factors, float(alpha)
+        term.rows = rows if rows is not None else [None] * len(params)
+        return term
+
+    @property
+    def value(self) -> torch.Tensor:
+        """The term's value (a scalar tensor without graph), computed now for a deferred term."""
+        if self._value is None:
+            self._evaluate()
+        return self._value  # type: ignore[return-value]
+
+    def _evaluate(self) -> None:
+        value, grads = self._compute()  # type: ignore[misc]
+        if len(grads) != len(self.params):
+            raise ValueError(f"ClosedFormLoss: {len(self.params)} parameters, {len(grads)} gradients")
+        self._value, self.grads, self._compute = value.detach(), grads, None
 
     def item(self) -> float:
         return self.value.item()
@@ -40,6 +78,8 @@ class ClosedFormLoss:
     def add_gradient(self, scale: torch.Tensor | None = None) -> None:
         """Add ``scale *`` the gradient to the parameters' ``.grad`` (``scale``: the loss scale of
         fp16 training, a tensor on the device so nothing is read back; ``None``: 1)."""
+        if self._value is None:  # a deferred term: value and gradient computed now
+            self._evaluate()
         targets = []
         for p, r in zip(self.params, self.rows):
             if p.grad is None:  # a parameter the rest of the loss does not reach

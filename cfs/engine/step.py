@@ -110,16 +110,26 @@ class OptimStep:
         return self._sum(base)  # no context manager on the hot path when it would do nothing
 
     def _sum(self, base: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``base()`` plus every autograd ``cfs_loss`` term; :class:`ClosedFormLoss` terms are kept
+        aside (their values join the logged loss, their gradients ``.grad``, after ``backward``)."""
         loss = base()
         self.closed_form = []
         for term in self.hooks.cfs_loss(state=self.state):
             if term is None:
                 continue
-            if isinstance(term, ClosedFormLoss):  # its value here, its gradient after backward
+            if isinstance(term, ClosedFormLoss):
                 self.closed_form.append(term)
-                term = term.value
+                continue
             loss = loss + term
         return loss
+
+    def _logged(self, loss: torch.Tensor) -> torch.Tensor:
+        """The detached total loss: ``loss`` plus every closed-form term's value (a deferred
+        term is computed now)."""
+        total = loss.detach()
+        for term in self.closed_form:
+            total = total + term.value
+        return total
 
     def _add_closed_form_gradients(self) -> None:
         """Add every :class:`ClosedFormLoss` gradient, scaled like the loss was (fp16)."""
@@ -130,12 +140,13 @@ class OptimStep:
             scale = self.scaler.scale(torch.ones((), device=self.state.device))
         for term in self.closed_form:
             term.add_gradient(scale)
-        self.closed_form = []
 
     def __call__(self, base: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """Total loss, backward (scaled for fp16 on CUDA), gradients averaged over ranks, the
-        backward hooks, optimizer step.
+        """Total loss, backward (scaled for fp16 on CUDA), closed-form gradients added, gradients
+        averaged over ranks, the backward hooks, optimizer step; returns the detached total loss.
 
+        ``state.loss`` is the loss back-propagated until ``backward``; from ``cfs_after_backward``
+        on it is the detached total, closed-form terms' values included.
         A non-finite loss stops the run with a one-line :class:`NonFiniteError` naming where
         (``on_nan: stop``, the default; checked at the next :meth:`check_losses`) or skips the
         batch's update (``on_nan: skip-batch``, decided before the update, the same on every
@@ -143,35 +154,37 @@ class OptimStep:
         s, h = self.state, self.hooks
         loss = self.total_loss(base)
         s.loss = loss
-        self.last_loss = loss.detach()
-        if self.skip_non_finite:
+        if self.skip_non_finite:  # the whole loss, closed-form values included, before the update
+            self.last_loss = self._logged(loss)
             bad = distributed.any_rank(~torch.isfinite(self.last_loss))
             if bool(bad):  # one read per step: skipping must be decided before the update
                 s.extra["skipped_batches"] = s.extra.get("skipped_batches", 0) + 1
+                self.closed_form = []
                 return self.last_loss
-        else:
-            self.pending.append(self.last_loss)
-            self.pending_at.append(position(s))
-            if len(self.pending) >= CHECK_EVERY:
-                self.check_losses()
         h.cfs_before_backward(state=s)
         s.optimizer.zero_grad(set_to_none=True)
         if self.scaler.is_enabled():
             self.scaler.scale(loss).backward()
-            self._add_closed_form_gradients()
-            if self.averager is not None:
-                self.averager(self.params + self.extra)
-            h.cfs_after_backward(state=s)
+        else:
+            loss.backward()
+        self._add_closed_form_gradients()  # a deferred term is computed here, next to its use
+        if not self.skip_non_finite:
+            self.last_loss = self._logged(loss)
+            self.pending.append(self.last_loss)
+            self.pending_at.append(position(s))
+        self.closed_form = []
+        s.loss = self.last_loss
+        if not self.skip_non_finite and len(self.pending) >= CHECK_EVERY:
+            self.check_losses()
+        if self.averager is not None:
+            self.averager(self.params + self.extra)
+        h.cfs_after_backward(state=s)
+        if self.scaler.is_enabled():
             self.scaler.step(s.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
-            self._add_closed_form_gradients()
-            if self.averager is not None:
-                self.averager(self.params + self.extra)
-            h.cfs_after_backward(state=s)
             s.optimizer.step()
-        return loss
+        return self.last_loss
 
     def check_losses(self) -> None:
         """The deferred non-finite check: one transfer for every loss since the last check (the

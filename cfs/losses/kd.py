@@ -26,12 +26,18 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, T: float = 4.0, reduct
     return per_sample if reduction == "none" else per_sample.mean()
 
 
-def new_class_cross_entropy(logits: torch.Tensor, y: torch.Tensor, n_old: int) -> torch.Tensor:
+def new_class_cross_entropy(logits: torch.Tensor, y: torch.Tensor, n_old: int,
+                            all_new: bool | None = None) -> torch.Tensor:
     """PyCIL's LwF/EWC cross-entropy: on a batch of new-class samples only, the CE over the
     new-class logits (``logits[:, n_old:]``), so old logits are left to the distillation term.
     A batch that holds old-class samples (a memory composed in, ``replay+lwf``) gets the CE over
     all seen classes: masking the old logits for its new samples only would bias every
-    prediction towards the replayed old classes."""
-    if bool((y < n_old).any()):
+    prediction towards the replayed old classes.
+
+    ``all_new``: whether the caller knows every label is ``>= n_old`` (``None``: look at ``y``,
+    which waits for the device)."""
+    if all_new is None:
+        all_new = not bool((y < n_old).any())
+    if not all_new:
         return F.cross_entropy(logits, y)
     return F.cross_entropy(logits[:, n_old:], y - n_old)

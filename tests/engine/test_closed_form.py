@@ -56,6 +56,50 @@ class ViaClosedForm(_Anchored):
         return ClosedFormLoss(value, params, diff, alpha=2 * WEIGHT)
 
 
+class ViaDeferred(_Anchored):
+    """The same term, computed by the shared step after ``backward`` (records whether the
+    gradients of the rest of the loss already existed then)."""
+
+    name = "anchored-deferred"
+
+    def __init__(self, options=None) -> None:
+        super().__init__(options)
+        self.after_backward: list[bool] = []
+        self.steps = 0
+
+    @hookimpl
+    def cfs_after_batch(self, state):
+        self.steps += state.experience_index >= 1
+
+    @hookimpl
+    def cfs_loss(self, state):
+        if state.experience_index == 0:
+            return None
+        params = self.params(state)
+
+        def compute():
+            self.after_backward.append(all(p.grad is not None for p in params))
+            with torch.no_grad():
+                diff = [p - a for p, a in zip(params, self.anchor)]
+                return WEIGHT * sum((d**2).sum() for d in diff), diff
+
+        return ClosedFormLoss.deferred(compute, params, alpha=2 * WEIGHT)
+
+
+class NaNDeferred(Strategy):
+    """A deferred closed-form term that is NaN at one step (experience 1, epoch 1, batch 2)."""
+
+    name = "nan-deferred"
+    compatibility = frozenset({"class-incremental"})
+
+    @hookimpl
+    def cfs_loss(self, state):
+        bad = state.experience_index == 1 and state.epoch == 0 and state.step_in_epoch == 1
+        params = [state.model.head.bias]
+        return ClosedFormLoss.deferred(
+            lambda: (torch.tensor(float("nan") if bad else 0.0), [torch.zeros_like(params[0])]), params)
+
+
 class GradNorms(Strategy):
     """Records the gradient norm every ``cfs_after_backward`` sees."""
 
@@ -75,16 +119,17 @@ class Plugin:
     @staticmethod
     @hookimpl
     def cfs_add_strategies(registry):
-        for cls in (ViaAutograd, ViaClosedForm, GradNorms):
+        for cls in (ViaAutograd, ViaClosedForm, ViaDeferred, NaNDeferred, GradNorms):
             registry.add(cls)
 
 
-def _run(spec: str):
-    return testing.run(spec, plugins=[Plugin], epochs=2, batch_size=16, lr=0.1, max_train_per_class=40)
+def _run(spec: str, **config):
+    return testing.run(spec, plugins=[Plugin], epochs=2, batch_size=16, lr=0.1, max_train_per_class=40, **config)
 
 
-def test_closed_form_term_trains_like_autograd_and_hooks_see_its_gradient():
-    auto, closed = _run("anchored-autograd+grad-norms"), _run("anchored-closed+grad-norms")
+@pytest.mark.parametrize("closed_spec", ["anchored-closed", "anchored-deferred"])
+def test_closed_form_term_trains_like_autograd_and_hooks_see_its_gradient(closed_spec):
+    auto, closed = _run("anchored-autograd+grad-norms"), _run(f"{closed_spec}+grad-norms")
     for a, c in zip(auto.state.model.parameters(), closed.state.model.parameters()):
         assert torch.allclose(a, c, atol=1e-5)
     norms_a = auto.state.strategy("grad-norms").norms
@@ -110,3 +155,30 @@ def test_add_gradient_scales_fills_missing_grads_and_respects_grown_rows():
     assert torch.equal(p.grad[2:], torch.ones(2, 2))  # rows added since: untouched
     assert torch.equal(q.grad, torch.full((3,), 10 * 3 * 1.0 * 4.0))  # no grad before: created
     assert term.item() == 1.0
+
+
+def test_a_deferred_term_is_computed_once_per_step_after_backward():
+    strategy = _run("anchored-deferred+grad-norms").state.strategy("anchored-deferred")
+    assert strategy.steps > 0 and len(strategy.after_backward) == strategy.steps
+    assert all(strategy.after_backward)  # the rest of the loss had been back-propagated
+
+
+def test_a_deferred_term_computes_once_whoever_asks_first():
+    """``on_nan: skip-batch`` reads the value before ``backward``; the gradient is then not
+    computed again."""
+    calls = []
+    p = torch.zeros(2, requires_grad=True)
+
+    def compute():
+        calls.append(p.grad is None)
+        return torch.tensor(float("nan")), [torch.ones(2)]
+
+    term = ClosedFormLoss.deferred(compute, [p], alpha=3.0)
+    assert torch.isnan(term.value) and calls == [True]
+    term.add_gradient()
+    assert calls == [True] and torch.equal(p.grad, torch.full((2,), 3.0))
+
+
+def test_skip_batch_skips_a_step_whose_deferred_value_is_not_finite():
+    result = _run("anchored-deferred+nan-deferred", on_nan="skip-batch")
+    assert result.state.extra["skipped_batches"] == 1

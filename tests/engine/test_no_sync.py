@@ -29,8 +29,8 @@ def count_reads(monkeypatch) -> dict[str, int]:
     return counts
 
 
-def reads_per_epoch(monkeypatch, batch_size: int) -> int:
-    """Reads during the epochs of a finetune run (evaluation excluded)."""
+def reads_per_epoch(monkeypatch, batch_size: int, spec: str = "finetune") -> int:
+    """Reads during the epochs of a run of ``spec`` (evaluation excluded)."""
     from cfs.engine.continual import ContinualLoop
 
     counts = count_reads(monkeypatch)
@@ -43,14 +43,15 @@ def reads_per_epoch(monkeypatch, batch_size: int) -> int:
         inside["reads"] += sum(counts.values()) - before
 
     monkeypatch.setattr(ContinualLoop, "_epochs", epochs)
-    testing.run("finetune", epochs=2, batch_size=batch_size, max_train_per_class=40)
+    testing.run(spec, epochs=2, batch_size=batch_size, max_train_per_class=40)
     monkeypatch.undo()
     return inside["reads"]
 
 
-def test_reads_per_epoch_do_not_grow_with_the_number_of_batches(monkeypatch):
-    few = reads_per_epoch(monkeypatch, batch_size=80)  # 1 batch per epoch
-    many = reads_per_epoch(monkeypatch, batch_size=8)  # 10 batches per epoch
+@pytest.mark.parametrize("spec", ["finetune", "ewc", "lwf"])  # ewc, lwf: the new-class CE and EWC's penalty
+def test_reads_per_epoch_do_not_grow_with_the_number_of_batches(monkeypatch, spec):
+    few = reads_per_epoch(monkeypatch, batch_size=80, spec=spec)  # 1 batch per epoch
+    many = reads_per_epoch(monkeypatch, batch_size=8, spec=spec)  # 10 batches per epoch
     assert many == few
     assert few <= 5 * 2 * 4  # 5 experiences x 2 epochs x a few end-of-epoch reads
 
