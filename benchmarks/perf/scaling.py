@@ -16,9 +16,12 @@ same machine load:
    vectorised :func:`cfs.memory.herding_order`. The chosen indices are checked equal.
 3. **EWC**: one training step of the split-digits MLP (64 -> 256 -> 256 -> 10) on 32 rows
    with the EWC penalty (old: a Python loop over parameters through autograd; new: the fused
-   :class:`cfs_plugins.ewc.QuadraticPenalty`, whose value is added to the loss and whose
-   closed-form gradient is added after ``backward``, as the shared step does) against the same
-   step without it (fine-tuning). "ewc floor" is a timing reference, not a penalty: the
+   :class:`cfs_plugins.ewc.QuadraticPenalty`, a deferred closed-form term computed right after
+   ``backward``, its value added to the logged loss and its gradient to ``.grad``, as the shared
+   step does) against the same step without it (fine-tuning). Then the same comparison through
+   the engine: CPU time per training step of ``ewc`` and ``finetune`` runs on split-digits
+   (experiences 2-5, where the penalty is on; hooks, the new-class cross-entropy and the shared
+   step included). "ewc floor" is a timing reference, not a penalty: the
    fine-tuning step plus one fused multiply-add that reads the two weight-sized buffers any
    EWC penalty must read every step (the square-rooted Fisher and the anchor) into the
    gradients with weight 0. On a small model the penalty is memory-bound; the floor shows how
