@@ -83,6 +83,12 @@ def paired_ratio(runs: dict[str, list[float]], side: str, base: str) -> float:
     return statistics.median(a / b for a, b in zip(runs[side], runs[base]))
 
 
+def ratio_quartiles(runs: dict[str, list[float]], side: str, base: str) -> str:
+    """The first and third quartiles of the per-round ratios: how much one round's ratio moves."""
+    q1, _, q3 = statistics.quantiles([a / b for a, b in zip(runs[side], runs[base])], n=4)
+    return f"(rounds' quartiles {q1:.2f}-{q3:.2f})"
+
+
 # ----------------------------------------------------------------------------- replay, batch mode
 def _old_joined(memory: ClassBalancedMemory) -> ArrayDataset:
     """What ``ClassBalancedMemory.dataset()`` did before: concatenate at every call."""
@@ -309,7 +315,7 @@ def measure_ewc(args: argparse.Namespace) -> None:
     for k in sides:
         v = runs[k]
         print(f"  {k:<9} {1e3 * statistics.median(v):>8.3f} +-{1e3 * (max(v) - min(v)) / 2:.3f}  "
-              f"{paired_ratio(runs, k, 'finetune'):.2f}x finetune")
+              f"{paired_ratio(runs, k, 'finetune'):.2f}x finetune {ratio_quartiles(runs, k, 'finetune')}")
     print(f"  penalty old {values['ewc old']:.9g}, new {values['ewc new']:.9g}")
     engine = alternate_runs({k: engine_steps(k, args.engine_epochs) for k in ("finetune", "ewc")}, args.repeats)
     print(f"\nin the engine: cfs bench's split-digits run ({args.engine_epochs} epochs, batch 32), ms per training step "
@@ -317,7 +323,7 @@ def measure_ewc(args: argparse.Namespace) -> None:
     for k in ("finetune", "ewc"):
         v = engine[k]
         print(f"  {k:<9} {1e3 * statistics.median(v):>8.3f} +-{1e3 * (max(v) - min(v)) / 2:.3f}  "
-              f"{paired_ratio(engine, k, 'finetune'):.2f}x finetune")
+              f"{paired_ratio(engine, k, 'finetune'):.2f}x finetune {ratio_quartiles(engine, k, 'finetune')}")
 
 
 if __name__ == "__main__":
