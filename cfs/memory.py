@@ -180,21 +180,34 @@ class ReservoirBuffer:
         self.y: torch.Tensor | None = None
         self.logits: torch.Tensor | None = None
         self.widths: torch.Tensor | None = None
+        self._x = self._y = self._logits = self._widths = None  # the same with a discard row
 
     def __len__(self) -> int:
         return min(self.seen, self.capacity)
 
     def _allocate(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None) -> None:
-        self.x = torch.zeros((self.capacity, *x.shape[1:]), dtype=x.dtype, device=x.device)
-        self.y = torch.zeros(self.capacity, dtype=y.dtype, device=y.device)
-        self.widths = torch.zeros(self.capacity, dtype=torch.long, device=y.device)
-        if logits is not None:
-            self.logits = torch.zeros(self.capacity, logits.shape[1], dtype=torch.float32, device=x.device)
+        rows = self.capacity + 1  # the last row takes what the reservoir discards (see add)
+        self._x = torch.zeros((rows, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        self._y = torch.zeros(rows, dtype=y.dtype, device=y.device)
+        self._widths = torch.zeros(rows, dtype=torch.long, device=y.device)
+        self._logits = None if logits is None else torch.zeros(rows, logits.shape[1], dtype=torch.float32,
+                                                                device=x.device)
+        self._expose()
+
+    def _expose(self) -> None:
+        """``x``, ``y``, ``logits``, ``widths``: the stored rows (views without the discard row)."""
+        c = self.capacity
+        self.x, self.y, self.widths = self._x[:c], self._y[:c], self._widths[:c]
+        self.logits = None if self._logits is None else self._logits[:c]
 
     def add(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor | None = None,
             generator: torch.Generator | None = None) -> None:
         """Offer a batch; example ``n`` (0-based) goes to slot ``n`` while there is room, else to a
-        uniform slot in ``[0, n]`` if that slot is below capacity."""
+        uniform slot in ``[0, n]`` if that slot is below capacity.
+
+        Nothing is read back from the device: an example the reservoir does not keep is written
+        to a discard row past the stored ones instead of being filtered out (a boolean filter
+        would wait for the device to know how many rows remain)."""
         if self.x is None:
             self._allocate(x, y, logits)
         elif self.x.device != x.device:  # restored from a checkpoint on another device
@@ -203,20 +216,20 @@ class ReservoirBuffer:
         pos = torch.arange(self.seen, self.seen + b, device=x.device)
         dev = generator.device if generator is not None else x.device
         draw = (torch.rand(b, generator=generator, device=dev).to(x.device) * (pos + 1).float()).long()
-        slot = torch.where(pos < self.capacity, pos, draw)
-        take = slot < self.capacity
+        slot = torch.where(pos < self.capacity, pos, draw).clamp_(max=self.capacity)  # capacity: discarded
         self.seen += b
-        if not take.any():
-            return
-        slot, src = slot[take], take.nonzero().flatten()
-        self.x[slot] = x[src].to(self.x.dtype)
-        self.y[slot] = y[src]
+        self._x[slot] = x.to(self._x.dtype)
+        self._y[slot] = y
         if logits is not None:
-            if logits.shape[1] > self.logits.shape[1]:
-                self.logits = F.pad(self.logits, (0, logits.shape[1] - self.logits.shape[1]))
-            self.logits[slot] = 0
-            self.logits[slot, : logits.shape[1]] = logits[src].detach().float()
-            self.widths[slot] = logits.shape[1]
+            if self._logits is None or logits.shape[1] > self._logits.shape[1]:  # the first, or a wider head
+                old = self._logits
+                self._logits = torch.zeros(self.capacity + 1, logits.shape[1], dtype=torch.float32, device=x.device)
+                if old is not None:
+                    self._logits[:, : old.shape[1]] = old
+                self._expose()
+            self._logits[slot] = 0
+            self._logits[slot, : logits.shape[1]] = logits.detach().float()
+            self._widths[slot] = logits.shape[1]
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Indices of ``min(n, len)`` distinct stored examples, uniformly."""
@@ -234,7 +247,13 @@ class ReservoirBuffer:
         self.capacity, self.seen = state["capacity"], state["seen"]
         for key in ("x", "y", "logits", "widths"):
             value = state[key]
-            setattr(self, key, None if value is None else value.to(device))
+            if value is not None:  # one discard row past the stored ones (see add)
+                value = torch.cat([value.to(device), value.new_zeros((1, *value.shape[1:])).to(device)])
+            setattr(self, "_" + key, value)
+        if self._x is None:
+            self.x = self.y = self.logits = self.widths = None
+        else:
+            self._expose()
 
 
 def offer_incoming(buffer: ReservoirBuffer, state, logits: torch.Tensor | None = None) -> None:
@@ -243,9 +262,14 @@ def offer_incoming(buffer: ReservoirBuffer, state, logits: torch.Tensor | None =
     ``logits`` rows when given (DER's targets). In a distributed run the rows of every rank's
     share of the global batch are offered, in rank order, so every rank keeps the same buffer."""
     batch = state.batch
-    keep = batch.incoming
-    rows, y = gather_varying(batch.incoming_index), gather_varying(batch.y[keep])
-    z = None if logits is None else gather_varying(logits.detach()[keep])
+    if batch.index is not None and batch.drawn_replayed is None:  # drawn rows first, all incoming: no filter
+        n = batch.n_drawn
+        rows, y = gather_varying(batch.index), gather_varying(batch.y[:n])
+        z = None if logits is None else gather_varying(logits.detach()[:n])
+    else:
+        keep = batch.incoming
+        rows, y = gather_varying(batch.incoming_index), gather_varying(batch.y[keep])
+        z = None if logits is None else gather_varying(logits.detach()[keep])
     if not len(rows):
         return
     buffer.add(state.train_data.x[rows], y, z, generator=state.generator)

@@ -24,12 +24,14 @@ import torch
 import torch.nn.functional as F
 
 
-def present_class_mask(y: torch.Tensor, n_classes: int, n_seen: int | None = None) -> torch.Tensor:
+def present_class_mask(y: torch.Tensor, n_classes: int, n_seen: int | None = None,
+                       rows: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean (n_classes,) mask of the logits the incoming rows' cross-entropy keeps: the
-    classes in ``y`` plus every class ``>= n_seen`` (not seen yet; none when ``n_seen`` is
-    ``None`` or covers every logit)."""
-    keep = torch.zeros(n_classes, dtype=torch.bool, device=y.device)
-    keep[y.unique()] = True
+    classes in ``y`` (of the ``rows``, a boolean row mask, when given) plus every class
+    ``>= n_seen`` (not seen yet; none when ``n_seen`` is ``None`` or covers every logit).
+    Counted with a scatter-add, so nothing is read back from the device."""
+    weight = torch.ones_like(y) if rows is None else rows.to(y.dtype)
+    keep = torch.zeros(n_classes, dtype=y.dtype, device=y.device).index_add_(0, y, weight) > 0
     if n_seen is not None:
         keep[n_seen:] = True
     return keep
@@ -44,16 +46,16 @@ def er_ace_loss(logits: torch.Tensor, y: torch.Tensor, replayed: torch.Tensor,
     from ``n_seen`` on belong to classes not seen yet and are never masked). Returns
     ``CE(incoming rows, logits of the classes present among them) + CE(replayed rows, all
     logits)``, each a mean over its rows; computed in float32.
+
+    Both parts are per-row losses weighted by the row masks (a part without rows gives 0), not
+    cross-entropies of the selected rows: selecting rows by a mask waits for the device.
     """
     logits = logits.float()
     replayed = replayed.to(torch.bool)
-    loss = logits.new_zeros(())
     incoming = ~replayed
-    if incoming.any():
-        x_in, y_in = logits[incoming], y[incoming]
-        keep = present_class_mask(y_in, logits.shape[1], n_seen)
-        masked = x_in.masked_fill(~keep, torch.finfo(x_in.dtype).min)
-        loss = loss + F.cross_entropy(masked, y_in)
-    if replayed.any():
-        loss = loss + F.cross_entropy(logits[replayed], y[replayed])
-    return loss
+    keep = present_class_mask(y, logits.shape[1], n_seen, rows=incoming)
+    masked = logits.masked_fill(~keep, torch.finfo(logits.dtype).min)
+    per_row = torch.where(incoming, F.cross_entropy(masked, y, reduction="none"),
+                          F.cross_entropy(logits, y, reduction="none"))
+    w_in, w_re = incoming.float(), replayed.float()
+    return (per_row * w_in).sum() / w_in.sum().clamp(min=1) + (per_row * w_re).sum() / w_re.sum().clamp(min=1)

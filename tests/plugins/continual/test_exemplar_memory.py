@@ -69,6 +69,34 @@ def test_reservoir_never_exceeds_capacity_and_is_uniform():
     assert 900 < kept_first_half < 1100  # 20 runs x 50 expected; std ~ 22
 
 
+def test_reservoir_keeps_what_algorithm_r_keeps_row_by_row():
+    """Batched adds (discarded rows go to a hidden row, nothing is filtered) keep exactly the
+    examples, slots and logits that Algorithm R offered one example at a time keeps, given the
+    same draws; a checkpoint round trip in the middle changes nothing."""
+    g = torch.Generator().manual_seed(3)
+    buf, ref_y, ref_z, seen = ReservoirBuffer(7), [None] * 7, [None] * 7, 0
+    for step, b in enumerate([3, 5, 1, 8, 6, 2, 9, 4]):
+        ids = torch.arange(seen, seen + b)
+        z = torch.randn(b, 2 + step % 3)
+        draws = torch.rand(b, generator=torch.Generator().set_state(g.get_state()))  # the draws add will make
+        buf.add(ids.view(-1, 1).float(), ids, z, generator=g)
+        for i in range(b):  # Algorithm R, one example at a time, with the same draws
+            n = seen + i
+            slot = n if n < 7 else int(draws[i] * (n + 1))
+            if slot < 7:
+                ref_y[slot], ref_z[slot] = int(ids[i]), z[i]
+        seen += b
+        if step == 3:
+            restored = ReservoirBuffer(7)
+            restored.load_state_dict(buf.state_dict())
+            buf = restored
+        assert buf.y.tolist() == ref_y[: len(buf)] + [0] * (7 - len(buf))
+    assert buf.x.shape == (7, 1) and buf.x.flatten().long().tolist() == ref_y
+    for k in range(7):
+        w = int(buf.widths[k])
+        assert w == ref_z[k].shape[0] and torch.equal(buf.logits[k, :w], ref_z[k])
+
+
 def test_reservoir_stores_logits_of_growing_width():
     buf = ReservoirBuffer(4)
     buf.add(torch.zeros(2, 1), torch.tensor([0, 1]), torch.ones(2, 2))
