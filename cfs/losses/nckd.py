@@ -35,9 +35,9 @@ def class_means(features: torch.Tensor, y: torch.Tensor,
     """(C, D) class means of ``features`` (zero rows for absent classes), the global mean and
     the (C,) mask of classes present."""
     f = features.float()
-    counts = torch.bincount(y, minlength=n_classes)
+    counts = torch.zeros(n_classes, device=f.device).index_add_(0, y, torch.ones_like(y, dtype=f.dtype))
     sums = torch.zeros(n_classes, f.shape[1], device=f.device).index_add(0, y, f)
-    return sums / counts.clamp(min=1).unsqueeze(1).float(), f.mean(0), counts > 0
+    return sums / counts.clamp(min=1).unsqueeze(1), f.mean(0), counts > 0
 
 
 def nc3_logits(features: torch.Tensor, class_dirs: torch.Tensor, scale: float = 16.0) -> torch.Tensor:
@@ -80,38 +80,56 @@ class ClassMeanEMA:
         self.means = torch.zeros(n_classes, dim, device=device)
         self.seen = torch.zeros(n_classes, dtype=torch.bool, device=device)
         self.global_mean: torch.Tensor | None = None
+        #: whether a batch with rows has set ``global_mean`` yet (a tensor: no device read)
+        self.has_global: torch.Tensor | None = None
 
-    def update(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fold a batch in; return (means with the batch's gradient, global mean)."""
+    def update(self, z: torch.Tensor, y: torch.Tensor,
+               rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fold a batch in (only the ``rows``, a boolean row mask, when given; a batch without
+        any such row changes nothing); return (means with the batch's gradient, global mean).
+        Rows are weighted, never selected, so nothing is read back from the device."""
         m = self.momentum
         n = self.means.shape[0]
-        counts = torch.bincount(y, minlength=n).float()
-        sums = torch.zeros(n, z.shape[1], device=z.device, dtype=z.dtype).index_add(0, y, z)
+        w = torch.ones(z.shape[0], device=z.device, dtype=z.dtype) if rows is None else rows.to(z.dtype)
+        counts = torch.zeros(n, device=z.device, dtype=z.dtype).index_add_(0, y, w)
+        sums = torch.zeros(n, z.shape[1], device=z.device, dtype=z.dtype).index_add(0, y, z * w.unsqueeze(1))
         present = counts > 0
         batch_means = sums / counts.clamp(min=1).unsqueeze(1)
         old = self.means.to(z.dtype)
         blended = torch.where(self.seen.unsqueeze(1), m * old + (1 - m) * batch_means, batch_means)
         means = torch.where(present.unsqueeze(1), blended, old)
-        g = z.mean(0)
-        glob = g if self.global_mean is None else m * self.global_mean.to(z.dtype) + (1 - m) * g
+        n_rows = w.sum()
+        g = (z * w.unsqueeze(1)).sum(0) / n_rows.clamp(min=1)
+        if self.global_mean is None:
+            before, had = torch.zeros_like(g), torch.zeros((), dtype=torch.bool, device=z.device)
+        else:
+            before, had = self.global_mean.to(z.dtype), self.has_global.to(z.device)
+        came = n_rows > 0  # the global mean starts at the first batch with rows, as the class means
+        glob = torch.where(came, torch.where(had, m * before + (1 - m) * g, g), before)
         self.means = means.detach()
         self.seen = self.seen | present
-        self.global_mean = glob.detach()
+        self.global_mean, self.has_global = glob.detach(), had | came
         return means, glob
 
     def to(self, device: torch.device) -> ClassMeanEMA:
         self.means, self.seen = self.means.to(device), self.seen.to(device)
         self.global_mean = None if self.global_mean is None else self.global_mean.to(device)
+        self.has_global = None if self.has_global is None else self.has_global.to(device)
         return self
 
     def state_dict(self) -> dict[str, Any]:
         glob = None if self.global_mean is None else self.global_mean.cpu()
-        return {"momentum": self.momentum, "means": self.means.cpu(), "seen": self.seen.cpu(), "global_mean": glob}
+        has = None if self.has_global is None else self.has_global.cpu()
+        return {"momentum": self.momentum, "means": self.means.cpu(), "seen": self.seen.cpu(), "global_mean": glob,
+                "has_global": has}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> ClassMeanEMA:
         ema = cls(*state["means"].shape, momentum=state["momentum"])
         ema.means, ema.seen, ema.global_mean = state["means"], state["seen"], state["global_mean"]
+        if ema.global_mean is not None:  # checkpoints from before the flag had a global mean set
+            ema.has_global = state.get("has_global")
+            ema.has_global = torch.tensor(True) if ema.has_global is None else ema.has_global
         return ema
 
 
@@ -128,10 +146,36 @@ def nckd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, z: tor
     """
     loss = kd * kd_loss(student_logits, teacher_logits, T)
     known = teacher_present[y]
-    if known.any():
-        loss = loss + lam1 * nc1_loss(z[known], y[known], teacher_dirs, teacher_global)
-        means, glob = ema.update(z[known].float(), y[known])
-        cls = ema.seen & teacher_present
-        if int(cls.sum()) > 1:
-            loss = loss + lam2 * nc2_loss(centred_directions(means[cls], glob), teacher_dirs[cls], target)
+    w = known.float()
+    n_known = w.sum()
+    # NC1: the mean over the known rows (a weighted mean: selecting them would read the device)
+    zn = F.normalize(z.float() - teacher_global.detach().float(), dim=1)
+    per_row = (zn - teacher_dirs.detach().float()[y]).pow(2).sum(1)
+    loss = loss + lam1 * (per_row * w).sum() / n_known.clamp(min=1)
+    means, glob = ema.update(z.float(), y, rows=known)
+    cls = ema.seen & teacher_present
+    # NC2 over the classes in cls, as a masked Gram difference; on when this batch had a known
+    # row and cls holds at least two classes
+    n_cls = cls.sum()
+    on = (n_known > 0) & (n_cls > 1)
+    loss = loss + lam2 * torch.where(on, masked_nc2_loss(centred_directions(means, glob), teacher_dirs, cls, target),
+                                     torch.zeros((), device=z.device))
     return loss
+
+
+def masked_nc2_loss(student_dirs: torch.Tensor, teacher_dirs: torch.Tensor | None, cls: torch.Tensor,
+                    target: str = "teacher") -> torch.Tensor:
+    """:func:`nc2_loss` over the classes of the boolean mask ``cls`` (C,), with every class's
+    row given: the Gram entries of other classes are masked out, nothing is selected."""
+    s = student_dirs.float()
+    pair = (cls.unsqueeze(0) & cls.unsqueeze(1)).float()
+    n = cls.sum().float()
+    if target == "teacher":
+        t = teacher_dirs.detach().float()
+        goal = t @ t.T
+    elif target == "etf":  # n/(n-1) (I - 1/n) on the n classes
+        eye = torch.eye(s.shape[0], device=s.device)
+        goal = n / (n - 1).clamp(min=1) * (eye - 1.0 / n.clamp(min=1))
+    else:
+        raise ValueError(f"unknown NC2 target {target!r} (use 'teacher' or 'etf')")
+    return ((s @ s.T - goal).pow(2) * pair).sum() / (n * n).clamp(min=1)

@@ -48,8 +48,8 @@ def reads_per_epoch(monkeypatch, batch_size: int, spec: str = "finetune") -> int
     return inside["reads"]
 
 
-# the new-class CE (ewc, lwf), EWC's penalty, the reservoir (er, derpp, mir) and ER-ACE's loss
-@pytest.mark.parametrize("spec", ["finetune", "ewc", "lwf", "er", "derpp", "er-ace", "mir"])
+# the new-class CE (ewc, lwf), EWC's penalty, the reservoir (er, derpp, mir), ER-ACE's and NCKD's losses
+@pytest.mark.parametrize("spec", ["finetune", "ewc", "lwf", "er", "derpp", "er-ace", "mir", "nckd"])
 def test_reads_per_epoch_do_not_grow_with_the_number_of_batches(monkeypatch, spec):
     few = reads_per_epoch(monkeypatch, batch_size=80, spec=spec)  # 1 batch per epoch
     many = reads_per_epoch(monkeypatch, batch_size=8, spec=spec)  # 10 batches per epoch

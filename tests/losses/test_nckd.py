@@ -91,3 +91,15 @@ def test_nckd_loss_is_kd_plus_nc1_plus_nc2_over_the_teachers_classes():
     # with no known class in the batch only the KD term is left
     only = nckd_loss(s_logits[2:], t_logits[2:], z[2:], y[2:], dirs, glob, present, ClassMeanEMA(3, 2))
     assert only.item() == pytest.approx(kd_loss(s_logits[2:], t_logits[2:]).item())
+
+
+@pytest.mark.parametrize("target", ["teacher", "etf"])
+def test_masked_nc2_equals_nc2_over_the_selected_classes(target):
+    from cfs.losses.nckd import masked_nc2_loss
+
+    g = torch.Generator().manual_seed(0)
+    student = torch.nn.functional.normalize(torch.randn(5, 4, generator=g), dim=1)
+    teacher = torch.nn.functional.normalize(torch.randn(5, 4, generator=g), dim=1)
+    cls = torch.tensor([True, False, True, True, False])
+    expected = nc2_loss(student[cls], teacher[cls], target)
+    assert masked_nc2_loss(student, teacher, cls, target).item() == pytest.approx(expected.item(), rel=1e-5)
