@@ -2,8 +2,9 @@
 # GPU readiness check (issue 12, part 5): on a CUDA machine, in under 10 minutes, runs
 #   1. the README's flagship command (`cfs bench`: split-digits, the baselines), plain and with
 #      --amp --compile (bf16 autocast where the GPU supports it, torch.compile of the backbone);
-#   2. a count of host-device synchronisations during training epochs (torch's sync debug mode):
-#      the number must not grow with the number of batches;
+#   2. a count of host-device synchronisations during training epochs (torch's sync debug mode)
+#      for finetune and the strategies whose steps were made sync-free (ewc, lwf, er, derpp,
+#      er-ace, mir, nckd): the number must not grow with the number of batches;
 #   3. the engine-overhead benchmark (benchmarks/perf/overhead.py) on the GPU;
 #   4. a 2-rank torchrun of `cfs bench` (nccl with 2+ GPUs; gloo when the ranks share one GPU),
 #      with its accuracy beside the 1-process run's;
@@ -40,7 +41,7 @@ step "1b. flagship with --amp --compile"
 bench 300 --amp --compile --out "$OUT/flagship-amp-compile"
 
 step "2. host-device synchronisations per training epoch (must not grow with the batch count)"
-timeout 180 "$PY" - <<'EOF'
+timeout 240 "$PY" - <<'EOF'
 import warnings
 
 import torch
@@ -63,11 +64,14 @@ def epochs(self, start):
 
 
 ContinualLoop._epochs = epochs
-for bs in (64, 8):
-    counts.append(0)
-    testing.run("finetune", epochs=2, batch_size=bs, device="cuda", max_train_per_class=64)
-    print(f"batch size {bs:3d}: {counts[-1]} synchronisations in 5 experiences x 2 epochs")
-print("synchronisations per epoch do not grow with batches:", "yes" if counts[0] == counts[1] else "NO")
+for spec in ("finetune", "ewc", "lwf", "er", "derpp", "er-ace", "mir", "nckd"):
+    per_size = []
+    for bs in (64, 8):
+        counts.append(0)
+        testing.run(spec, epochs=2, batch_size=bs, device="cuda", max_train_per_class=64)
+        per_size.append(counts[-1])
+    print(f"{spec:9s} synchronisations in 5 experiences x 2 epochs: batch 64 {per_size[0]}, batch 8 {per_size[1]}: "
+          f"{'flat' if per_size[0] == per_size[1] else 'GROWS with the batch count'}")
 EOF
 
 step "3. engine overhead on the GPU (cfs vs a bare PyTorch loop)"
