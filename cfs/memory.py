@@ -248,7 +248,8 @@ class ReservoirBuffer:
         for key in ("x", "y", "logits", "widths"):
             value = state[key]
             if value is not None:  # one discard row past the stored ones (see add)
-                value = torch.cat([value.to(device), value.new_zeros((1, *value.shape[1:])).to(device)])
+                value = value.to(device)
+                value = torch.cat([value, value.new_zeros((1, *value.shape[1:]))])
             setattr(self, "_" + key, value)
         if self._x is None:
             self.x = self.y = self.logits = self.widths = None

@@ -188,7 +188,7 @@ class EWC(Strategy):
         if not self.fisher:
             return None
         if self._penalised is None:
-            named = [(n, p) for n, p in state.model.named_parameters() if n in self.fisher]
+            named = self._named(state)
             params = [p for _, p in named]
             scale = self.lam if self.options.online else self.lam / 2
             self._penalised = (params, QuadraticPenalty(params, [self.fisher[n] for n, _ in named],
@@ -196,15 +196,16 @@ class EWC(Strategy):
         params, fused = self._penalised
         return fused(params)
 
-    def _params(self, state: RunState) -> list[torch.Tensor]:
-        return [p for n, p in state.model.named_parameters() if n in self.fisher]
+    def _named(self, state: RunState) -> list[tuple[str, torch.Tensor]]:
+        """The model's parameters that have a Fisher entry, with their names."""
+        return [(n, p) for n, p in state.model.named_parameters() if n in self.fisher]
 
     @hookimpl
     def cfs_before_epoch(self, state: RunState) -> None:
         """Look the parameters up again once per epoch, not per step (a grown head holds new
         ones); the penalty's flat buffers are rebuilt only when they changed."""
         if self._penalised is not None:
-            now, before = self._params(state), self._penalised[0]
+            now, before = [p for _, p in self._named(state)], self._penalised[0]
             if len(now) != len(before) or any(a is not b or a.shape != b.shape for a, b in zip(now, before)):
                 self._penalised = None
 

@@ -39,9 +39,14 @@ class ClosedFormLoss:
         if len(params) != len(grads) or (factors is not None and len(factors) != len(grads)):
             raise ValueError(f"ClosedFormLoss: {len(params)} parameters, {len(grads)} gradients"
                              + ("" if factors is None else f", {len(factors)} factors"))
+        self._setup(params, rows, factors, alpha)
         self._value: torch.Tensor | None = value.detach()
         self._compute: Callable[[], tuple[torch.Tensor, list[torch.Tensor]]] | None = None
-        self.params, self.grads, self.factors, self.alpha = params, grads, factors, float(alpha)
+        self.grads = grads
+
+    def _setup(self, params: list[torch.Tensor], rows: list[int | None] | None,
+               factors: list[torch.Tensor] | None, alpha: float) -> None:
+        self.params, self.factors, self.alpha = params, factors, float(alpha)
         self.rows = rows if rows is not None else [None] * len(params)
 
     @classmethod
@@ -54,9 +59,8 @@ class ClosedFormLoss:
         ``compute`` must not depend on anything the backward pass changes (the weights do not
         change until the optimizer steps)."""
         term = cls.__new__(cls)
-        term._value, term._compute = None, compute
-        term.params, term.grads, term.factors, term.alpha = params, [], factors, float(alpha)
-        term.rows = rows if rows is not None else [None] * len(params)
+        term._setup(params, rows, factors, alpha)
+        term._value, term._compute, term.grads = None, compute, []
         return term
 
     @property

@@ -172,10 +172,10 @@ class OptimStep:
             self.last_loss = self._logged(loss)
             self.pending.append(self.last_loss)
             self.pending_at.append(position(s))
+            if len(self.pending) >= CHECK_EVERY:
+                self.check_losses()
         self.closed_form = []
         s.loss = self.last_loss
-        if not self.skip_non_finite and len(self.pending) >= CHECK_EVERY:
-            self.check_losses()
         if self.averager is not None:
             self.averager(self.params + self.extra)
         h.cfs_after_backward(state=s)

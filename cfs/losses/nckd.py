@@ -24,10 +24,16 @@ def centred_directions(means: torch.Tensor, global_mean: torch.Tensor) -> torch.
 
 
 def nc1_loss(student: torch.Tensor, y: torch.Tensor, teacher_dirs: torch.Tensor,
-             teacher_global: torch.Tensor) -> torch.Tensor:
-    """``(1/B) sum_i || normalize(g(h_i) - mu_G^T) - m_{y_i}^T ||^2``."""
+             teacher_global: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``(1/B) sum_i || normalize(g(h_i) - mu_G^T) - m_{y_i}^T ||^2``, over the ``rows`` (a
+    boolean row mask; 0 when none) when given: a weighted mean, since selecting rows by a mask
+    waits for the device."""
     z = F.normalize(student.float() - teacher_global.detach().float(), dim=1)
-    return (z - teacher_dirs.detach().float()[y]).pow(2).sum(1).mean()
+    per_row = (z - teacher_dirs.detach().float()[y]).pow(2).sum(1)
+    if rows is None:
+        return per_row.mean()
+    w = rows.float()
+    return (per_row * w).sum() / w.sum().clamp(min=1)
 
 
 def class_means(features: torch.Tensor, y: torch.Tensor,
@@ -53,18 +59,24 @@ def etf_gram(n: int, device: torch.device | None = None) -> torch.Tensor:
     return n / max(n - 1, 1) * (eye - torch.full((n, n), 1.0 / n, device=device))
 
 
-def nc2_loss(student_dirs: torch.Tensor, teacher_dirs: torch.Tensor | None, target: str = "teacher") -> torch.Tensor:
-    """``(1/C^2) || M_S M_S^T - G ||_F^2`` with ``G`` the teacher's Gram or the ideal ETF's."""
+def nc2_loss(student_dirs: torch.Tensor, teacher_dirs: torch.Tensor | None, target: str = "teacher",
+             classes: torch.Tensor | None = None) -> torch.Tensor:
+    """``(1/C^2) || M_S M_S^T - G ||_F^2`` with ``G`` the teacher's Gram or the ideal ETF's; over
+    the ``classes`` of a boolean (C,) mask when given (the other Gram entries masked out, nothing
+    selected, so nothing is read back from the device; ``C`` is then the count of classes)."""
     s = student_dirs.float()
-    n = s.shape[0]
+    n = s.new_tensor(float(s.shape[0])) if classes is None else classes.sum().float()
     if target == "teacher":
         t = teacher_dirs.detach().float()
         goal = t @ t.T
-    elif target == "etf":
-        goal = etf_gram(n, s.device)
+    elif target == "etf":  # etf_gram over the n classes: (n/(n-1)) (I - 11^T/n)
+        goal = n / (n - 1).clamp(min=1) * (torch.eye(s.shape[0], device=s.device) - 1.0 / n.clamp(min=1))
     else:
         raise ValueError(f"unknown NC2 target {target!r} (use 'teacher' or 'etf')")
-    return (s @ s.T - goal).pow(2).sum() / (n * n)
+    diff = (s @ s.T - goal).pow(2)
+    if classes is not None:
+        diff = diff * (classes.unsqueeze(0) & classes.unsqueeze(1)).float()
+    return diff.sum() / (n * n).clamp(min=1)
 
 
 class ClassMeanEMA:
@@ -146,36 +158,10 @@ def nckd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, z: tor
     """
     loss = kd * kd_loss(student_logits, teacher_logits, T)
     known = teacher_present[y]
-    w = known.float()
-    n_known = w.sum()
-    # NC1: the mean over the known rows (a weighted mean: selecting them would read the device)
-    zn = F.normalize(z.float() - teacher_global.detach().float(), dim=1)
-    per_row = (zn - teacher_dirs.detach().float()[y]).pow(2).sum(1)
-    loss = loss + lam1 * (per_row * w).sum() / n_known.clamp(min=1)
+    # rows and classes are masked, never selected: nothing is read back from the device
+    loss = loss + lam1 * nc1_loss(z, y, teacher_dirs, teacher_global, rows=known)
     means, glob = ema.update(z.float(), y, rows=known)
     cls = ema.seen & teacher_present
-    # NC2 over the classes in cls, as a masked Gram difference; on when this batch had a known
-    # row and cls holds at least two classes
-    n_cls = cls.sum()
-    on = (n_known > 0) & (n_cls > 1)
-    loss = loss + lam2 * torch.where(on, masked_nc2_loss(centred_directions(means, glob), teacher_dirs, cls, target),
-                                     torch.zeros((), device=z.device))
-    return loss
-
-
-def masked_nc2_loss(student_dirs: torch.Tensor, teacher_dirs: torch.Tensor | None, cls: torch.Tensor,
-                    target: str = "teacher") -> torch.Tensor:
-    """:func:`nc2_loss` over the classes of the boolean mask ``cls`` (C,), with every class's
-    row given: the Gram entries of other classes are masked out, nothing is selected."""
-    s = student_dirs.float()
-    pair = (cls.unsqueeze(0) & cls.unsqueeze(1)).float()
-    n = cls.sum().float()
-    if target == "teacher":
-        t = teacher_dirs.detach().float()
-        goal = t @ t.T
-    elif target == "etf":  # n/(n-1) (I - 1/n) on the n classes
-        eye = torch.eye(s.shape[0], device=s.device)
-        goal = n / (n - 1).clamp(min=1) * (eye - 1.0 / n.clamp(min=1))
-    else:
-        raise ValueError(f"unknown NC2 target {target!r} (use 'teacher' or 'etf')")
-    return ((s @ s.T - goal).pow(2) * pair).sum() / (n * n).clamp(min=1)
+    on = known.any() & (cls.sum() > 1)  # a known row in this batch, and two classes for a Gram
+    nc2 = nc2_loss(centred_directions(means, glob), teacher_dirs, target, classes=cls)
+    return loss + lam2 * torch.where(on, nc2, torch.zeros((), device=z.device))

@@ -94,12 +94,19 @@ def test_nckd_loss_is_kd_plus_nc1_plus_nc2_over_the_teachers_classes():
 
 
 @pytest.mark.parametrize("target", ["teacher", "etf"])
-def test_masked_nc2_equals_nc2_over_the_selected_classes(target):
-    from cfs.losses.nckd import masked_nc2_loss
-
+def test_nc2_over_a_class_mask_equals_nc2_over_the_selected_classes(target):
     g = torch.Generator().manual_seed(0)
     student = torch.nn.functional.normalize(torch.randn(5, 4, generator=g), dim=1)
     teacher = torch.nn.functional.normalize(torch.randn(5, 4, generator=g), dim=1)
     cls = torch.tensor([True, False, True, True, False])
     expected = nc2_loss(student[cls], teacher[cls], target)
-    assert masked_nc2_loss(student, teacher, cls, target).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert nc2_loss(student, teacher, target, classes=cls).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_nc1_over_a_row_mask_equals_nc1_over_the_selected_rows():
+    g = torch.Generator().manual_seed(1)
+    z, dirs = torch.randn(4, 3, generator=g), torch.nn.functional.normalize(torch.randn(3, 3, generator=g), dim=1)
+    y, rows, glob = torch.tensor([0, 2, 1, 2]), torch.tensor([True, False, True, True]), torch.randn(3, generator=g)
+    expected = nc1_loss(z[rows], y[rows], dirs, glob)
+    assert nc1_loss(z, y, dirs, glob, rows=rows).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert nc1_loss(z, y, dirs, glob, rows=torch.zeros(4, dtype=torch.bool)).item() == 0.0
