@@ -19,12 +19,12 @@ The online variant takes mammoth's per-example Fisher (squared per-example gradi
 by the probability of the label, averaged); the default PyCIL's squared batch gradients.
 Online EWC runs in train mode, so batch-norm statistics see one example at a time there.
 
-The penalty is one fused computation over all parameters (:class:`QuadraticPenalty`: flat
-ops on ``sqrt`` of the weighted Fisher, formed once per epoch), not a Python loop of
+The penalty is one fused computation over all parameters (:class:`QuadraticPenalty`: on
+``sqrt`` of the weighted Fisher, formed when the parameters change), not a Python loop of
 per-parameter ops, and its gradient (twice the weighted Fisher times ``theta - theta*``),
-found on the way to the value, is added to ``.grad`` by the shared step right after
-``backward`` (a deferred :class:`~cfs.engine.closed_form.ClosedFormLoss`) instead of going
-through an autograd graph: a step costs a few passes over the weights.
+found on the way to the value, is added to ``.grad`` right after ``backward`` (a deferred
+:class:`~cfs.engine.closed_form.ClosedFormLoss`) instead of going through an autograd graph:
+on CPU with numba one pass over the weights, else a few multi-tensor passes.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from cfs import hookimpl
 from cfs.engine.closed_form import ClosedFormLoss
+from cfs.engine.fused_quadratic import QuadraticKernel
 from cfs.engine.state import RunState
 from cfs.registry import Registry
 from cfs.strategy import Strategy
@@ -68,17 +69,19 @@ class QuadraticPenalty:
     first rows only.
 
     With ``c = sqrt(scale F)`` formed once here and ``e = c (theta - theta*)``, the value is
-    ``||e||^2`` and the gradient ``2 c e``. ``c``, the anchor and ``e`` each live in one flat
-    buffer (with per-parameter views), so a call is one multi-tensor copy of the weights into
-    ``e``, then flat ``sub``/``mul``/``dot`` (one dispatch each, whatever the number of
-    parameters); it returns a deferred :class:`~cfs.engine.closed_form.ClosedFormLoss`, which the
-    shared step computes right after ``backward`` and whose gradient ``2 c * e`` it adds to
-    ``.grad`` in one fused multiply-add, with no autograd graph for the penalty.
+    ``||e||^2`` and the gradient ``2 c e``. A call returns a deferred
+    :class:`~cfs.engine.closed_form.ClosedFormLoss` that the shared step computes right after
+    ``backward``, adding the gradient to ``.grad`` itself, with no autograd graph for the penalty.
+    On CPU with numba installed that is one pass reading the weights, ``c``, the anchor and the
+    gradient once (:mod:`cfs.engine.fused_quadratic`); elsewhere ``c``, the anchor and ``e`` each
+    live in one flat buffer (with per-parameter views), and a call is one multi-tensor copy of
+    the weights into ``e``, flat ``sub``/``mul``/``dot`` (one dispatch each, whatever the number
+    of parameters) and one multi-tensor multiply-add into ``.grad``.
 
     Why this shape: on a small model the penalty is memory-bound and each op's dispatch costs
-    more than its arithmetic. Computed after ``backward``, ``c``, the anchor and ``e`` do not push
-    the weights out of cache between forward and backward, and ``e`` is still in cache when the
-    gradient reads it; the flat buffers replace a norm per parameter and a stack by one dot.
+    more than its arithmetic. Computed after ``backward``, the penalty's buffers do not push
+    the weights out of cache between forward and backward, and the gradient is added while the
+    buffers are in cache; the flat buffers replace a norm per parameter and a stack by one dot.
     ``e`` is reused: a term's gradient is valid until the next call."""
 
     def __init__(self, params: list[torch.Tensor], fisher: list[torch.Tensor], anchor: list[torch.Tensor],
@@ -96,19 +99,40 @@ class QuadraticPenalty:
         self.e_flat = torch.empty_like(self.root_flat)
         self.root, self.anchor = _views(self.root_flat, shapes), _views(self.anchor_flat, shapes)
         self.e = _views(self.e_flat, shapes)
+        # None: numba missing, or not on CPU
+        self.kernel = QuadraticKernel.prepare(self.root_flat, self.anchor_flat, [math.prod(s) for s in shapes])
 
     def __call__(self, params: list[torch.Tensor]) -> ClosedFormLoss:
         """The penalty at ``params`` as a deferred term: the shared step computes it right after
-        ``backward`` (the weights are those of the forward pass until the optimizer steps)."""
-        return ClosedFormLoss.deferred(lambda: self.evaluate(params), params, self.rows, factors=self.root,
-                                       alpha=2.0)
+        ``backward`` (the weights are those of the forward pass until the optimizer steps), value
+        and gradient together (:meth:`accumulate`)."""
+        return ClosedFormLoss.accumulating(lambda targets, scale: self.accumulate(params, targets, scale),
+                                           lambda: self.evaluate(params)[0], params, self.rows)
+
+    def accumulate(self, params: list[torch.Tensor], targets: list[torch.Tensor],
+                   scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Add ``scale *`` the gradient ``2 c e`` to ``targets`` (the parameters' ``.grad``, or
+        their penalised rows) and return the value: in one pass on CPU where numba is installed
+        (:mod:`cfs.engine.fused_quadratic`, bit-identical gradient), else with torch's
+        multi-tensor ops (:meth:`evaluate`, then one fused multiply-add)."""
+        if scale is None and self.kernel is not None:
+            value = self.kernel(self._penalised(params), targets)
+            if value is not None:
+                return value
+        value, e = self.evaluate(params)
+        torch._foreach_addcmul_(targets, e if scale is None else torch._foreach_mul(e, scale), self.root, value=2.0)
+        return value
+
+    def _penalised(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each parameter, or its first rows where the head has grown since the Fisher."""
+        return [p if r is None else p[:r] for p, r in zip(params, self.rows)]
 
     def evaluate(self, params: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``(value, e)`` with ``e = sqrt(scale F) (theta - theta*)`` (views of one buffer) and
         the value ``||e||^2``."""
         with torch.no_grad():
             if self.e:
-                torch._foreach_copy_(self.e, [p if r is None else p[:r] for p, r in zip(params, self.rows)])
+                torch._foreach_copy_(self.e, self._penalised(params))
             self.e_flat.sub_(self.anchor_flat).mul_(self.root_flat)
             return torch.dot(self.e_flat, self.e_flat), self.e
 

@@ -14,7 +14,7 @@ if command -v apt-get >/dev/null; then
 fi
 
 $PY -m pip install -q torch==2.14.1 torchvision==0.29.1
-$PY -m pip install -q -e ".[test,avalanche,pretrained,tensorboard,ray]"
+$PY -m pip install -q -e ".[test,avalanche,pretrained,tensorboard,ray,fast]"
 # learn2learn (optional extra `l2l`) must be built from source on Python 3.11.
 if [ -x scripts/install-l2l.sh ]; then PYTHON=$PY bash scripts/install-l2l.sh; fi
 $PY -m pip check || true

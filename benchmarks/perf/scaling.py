@@ -18,8 +18,10 @@ same machine load:
    with the EWC penalty (old: a Python loop over parameters through autograd; new: the fused
    :class:`cfs_plugins.ewc.QuadraticPenalty`, a deferred closed-form term computed right after
    ``backward``, its value added to the logged loss and its gradient to ``.grad``, as the shared
-   step does) against the same step without it (fine-tuning). Then the same comparison through
-   the engine: CPU time per training step of ``ewc`` and ``finetune`` runs on split-digits
+   step does; with numba installed, in one pass by :mod:`cfs.engine.fused_quadratic`) against
+   the same step without it (fine-tuning); "ewc torch" is the new penalty without the numba
+   kernel (torch's multi-tensor ops, what runs without the extra ``fast``). Then the same comparison through
+   the engine: CPU time per training step of ``ewc`` (with and without the kernel) and ``finetune`` runs on split-digits
    (experiences 2-5, where the penalty is on; hooks, the new-class cross-entropy and the shared
    step included). "ewc floor" is a timing reference, not a penalty: the
    fine-tuning step plus one fused multiply-add that reads the two weight-sized buffers any
@@ -46,6 +48,7 @@ import torch.nn.functional as F
 from cfs import hookimpl, testing
 from cfs.data.arrays import ArrayDataset
 from cfs.data.transforms import BatchTransform
+from cfs.engine import fused_quadratic
 from cfs.engine.batch import Batch
 from cfs.memory import ClassBalancedMemory, herding_order
 from cfs_plugins.ewc import QuadraticPenalty
@@ -193,19 +196,21 @@ def ewc_steps(kind: str, steps: int, values: dict) -> Callable[[], float]:
     fused = QuadraticPenalty(params, [fisher[n] for n, _ in named], [anchor[n] for n, _ in named], scale=500.0)
     x = torch.randn(32, 1, 8, 8, generator=g)
     y = torch.randint(0, 10, (32,), generator=g)
-    if kind in ("ewc old", "ewc new"):
+    new = kind in ("ewc new", "ewc torch")
+    if kind == "ewc old" or new:
         with torch.no_grad():
             values[kind] = float(_old_penalty(model, fisher, anchor) if kind == "ewc old" else fused(params).value / 500.0)
 
     def step() -> None:
+        fused_quadratic.enabled = kind != "ewc torch"
         loss = F.cross_entropy(model(x), y)
         if kind == "ewc old":
             loss = loss + 500.0 * _old_penalty(model, fisher, anchor)
-        elif kind == "ewc new":  # as the shared step does (cfs.engine.step): a deferred term, computed
+        elif new:  # as the shared step does (cfs.engine.step): a deferred term, computed
             term = fused(params)  # after backward (the weight 500 is folded into the penalty, as EWC does)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if kind == "ewc new":
+        if new:
             term.add_gradient()
             loss = loss.detach() + term.value  # the logged loss
         elif kind == "ewc floor":  # timing only: one fused pass over the two buffers EWC must read
@@ -245,9 +250,12 @@ class _TimerPlugin:
         registry.add(StepTimer)
 
 
-def engine_steps(strategy: str, epochs: int) -> Callable[[], float]:
-    """Mean CPU seconds per training step of ``strategy`` on split-digits in the engine."""
+def engine_steps(side: str, epochs: int) -> Callable[[], float]:
+    """Mean CPU seconds per training step on split-digits in the engine of the side's strategy
+    (``ewc torch``: EWC without the numba kernel)."""
     def run() -> float:
+        fused_quadratic.enabled = side != "ewc torch"
+        strategy = side.split()[0]
         result = testing.run(f"{strategy}+step-timer", plugins=[_TimerPlugin], epochs=epochs)
         timer = result.state.strategy("step-timer")
         return timer.seconds / timer.steps
@@ -308,7 +316,7 @@ def measure_herding(args: argparse.Namespace) -> None:
 
 def measure_ewc(args: argparse.Namespace) -> None:
     values: dict = {}
-    sides = ("finetune", "ewc old", "ewc new", "ewc floor")
+    sides = ("finetune", "ewc old", "ewc new", "ewc torch", "ewc floor")
     runs = alternate_runs({k: ewc_steps(k, args.steps, values) for k in sides}, args.repeats)
     print("EWC, ms per training step (MLP 64-256-256-10, batch 32); ratio: median over rounds of the "
           "round's EWC / finetune")
@@ -316,11 +324,15 @@ def measure_ewc(args: argparse.Namespace) -> None:
         v = runs[k]
         print(f"  {k:<9} {1e3 * statistics.median(v):>8.3f} +-{1e3 * (max(v) - min(v)) / 2:.3f}  "
               f"{paired_ratio(runs, k, 'finetune'):.2f}x finetune {ratio_quartiles(runs, k, 'finetune')}")
-    print(f"  penalty old {values['ewc old']:.9g}, new {values['ewc new']:.9g}")
-    engine = alternate_runs({k: engine_steps(k, args.engine_epochs) for k in ("finetune", "ewc")}, args.repeats)
+    print(f"  penalty old {values['ewc old']:.9g}, new {values['ewc new']:.9g}, torch {values['ewc torch']:.9g}")
+    kernel = fused_quadratic._kernel() is not None
+    print(f"  ewc new: {'the numba kernel' if kernel else 'torch multi-tensor ops (numba is not installed)'}; "
+          "ewc torch: torch multi-tensor ops")
+    engine_sides = ("finetune", "ewc", "ewc torch")
+    engine = alternate_runs({k: engine_steps(k, args.engine_epochs) for k in engine_sides}, args.repeats)
     print(f"\nin the engine: cfs bench's split-digits run ({args.engine_epochs} epochs, batch 32), ms per training step "
           "of experiences 2-5 (hooks and the shared step included)")
-    for k in ("finetune", "ewc"):
+    for k in engine_sides:
         v = engine[k]
         print(f"  {k:<9} {1e3 * statistics.median(v):>8.3f} +-{1e3 * (max(v) - min(v)) / 2:.3f}  "
               f"{paired_ratio(engine, k, 'finetune'):.2f}x finetune {ratio_quartiles(engine, k, 'finetune')}")

@@ -31,7 +31,7 @@ class ClosedFormLoss:
     whole tensor): ``alpha * grads[k]``, or ``alpha * grads[k] * factors[k]`` when ``factors`` is
     given (added with one fused multiply-add, without forming the product)."""
 
-    __slots__ = ("_value", "params", "grads", "factors", "alpha", "rows", "_compute")
+    __slots__ = ("_value", "params", "grads", "factors", "alpha", "rows", "_compute", "_accumulate")
 
     def __init__(self, value: torch.Tensor, params: list[torch.Tensor], grads: list[torch.Tensor],
                  rows: list[int | None] | None = None, factors: list[torch.Tensor] | None = None,
@@ -42,6 +42,7 @@ class ClosedFormLoss:
         self._setup(params, rows, factors, alpha)
         self._value: torch.Tensor | None = value.detach()
         self._compute: Callable[[], tuple[torch.Tensor, list[torch.Tensor]]] | None = None
+        self._accumulate: Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor] | None = None
         self.grads = grads
 
     def _setup(self, params: list[torch.Tensor], rows: list[int | None] | None,
@@ -60,7 +61,24 @@ class ClosedFormLoss:
         change until the optimizer steps)."""
         term = cls.__new__(cls)
         term._setup(params, rows, factors, alpha)
-        term._value, term._compute, term.grads = None, compute, []
+        term._value, term._compute, term._accumulate, term.grads = None, compute, None, []
+        return term
+
+    @classmethod
+    def accumulating(cls, accumulate: Callable[[list[torch.Tensor], torch.Tensor | None], torch.Tensor],
+                     value: Callable[[], torch.Tensor], params: list[torch.Tensor],
+                     rows: list[int | None] | None = None) -> "ClosedFormLoss":
+        """A deferred term that adds its gradient itself, so that value and gradient can come
+        from one pass (a fused kernel): :meth:`add_gradient` calls ``accumulate(targets, scale)``
+        (once per call), which adds ``scale *`` the gradient (``scale``: ``None`` for 1) to ``targets`` (the
+        parameters' ``.grad``, or their first ``rows``) and returns the value. ``value()``
+        computes the value alone, for a caller that needs it before the gradients exist (the
+        shared step under ``on_nan: skip-batch``); it must agree with ``accumulate``'s."""
+        term = cls.__new__(cls)
+        term._setup(params, rows, None, 1.0)
+        term._value, term.grads = None, []
+        term._compute = lambda: (value(), [])
+        term._accumulate = accumulate
         return term
 
     @property
@@ -72,6 +90,9 @@ class ClosedFormLoss:
 
     def _evaluate(self) -> None:
         value, grads = self._compute()  # type: ignore[misc]
+        if self._accumulate is not None:  # the gradient waits for add_gradient
+            self._value = value.detach()
+            return
         if len(grads) != len(self.params):
             raise ValueError(f"ClosedFormLoss: {len(self.params)} parameters, {len(grads)} gradients")
         self._value, self.grads, self._compute = value.detach(), grads, None
@@ -82,13 +103,18 @@ class ClosedFormLoss:
     def add_gradient(self, scale: torch.Tensor | None = None) -> None:
         """Add ``scale *`` the gradient to the parameters' ``.grad`` (``scale``: the loss scale of
         fp16 training, a tensor on the device so nothing is read back; ``None``: 1)."""
-        if self._value is None:  # a deferred term: value and gradient computed now
-            self._evaluate()
         targets = []
         for p, r in zip(self.params, self.rows):
             if p.grad is None:  # a parameter the rest of the loss does not reach
                 p.grad = torch.zeros_like(p)
             targets.append(p.grad if r is None else p.grad[:r])
+        if self._accumulate is not None:
+            value = self._accumulate(targets, scale)
+            if self._value is None:
+                self._value = value.detach()
+            return
+        if self._value is None:  # a deferred term: value and gradient computed now
+            self._evaluate()
         grads = self.grads if scale is None else torch._foreach_mul(self.grads, scale)
         if self.factors is None:
             torch._foreach_add_(targets, grads, alpha=self.alpha)

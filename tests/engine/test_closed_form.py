@@ -86,6 +86,36 @@ class ViaDeferred(_Anchored):
         return ClosedFormLoss.deferred(compute, params, alpha=2 * WEIGHT)
 
 
+class ViaAccumulating(_Anchored):
+    """The same term adding its gradient itself (value and gradient from one pass, as a fused
+    kernel does); records whether the rest of the loss's gradients existed when it ran."""
+
+    name = "anchored-accumulating"
+
+    def __init__(self, options=None) -> None:
+        super().__init__(options)
+        self.after_backward: list[bool] = []
+
+    @hookimpl
+    def cfs_loss(self, state):
+        if state.experience_index == 0:
+            return None
+        params = self.params(state)
+
+        def value():
+            with torch.no_grad():
+                return WEIGHT * sum(((p - a) ** 2).sum() for p, a in zip(params, self.anchor))
+
+        def accumulate(targets, scale):
+            self.after_backward.append(all(p.grad is not None for p in params))
+            with torch.no_grad():
+                for t, p, a in zip(targets, params, self.anchor):
+                    t.add_((p - a) * (2 * WEIGHT) * (1.0 if scale is None else scale))
+            return value()
+
+        return ClosedFormLoss.accumulating(accumulate, value, params)
+
+
 class NaNDeferred(Strategy):
     """A deferred closed-form term that is NaN at one step (experience 1, epoch 1, batch 2)."""
 
@@ -119,7 +149,7 @@ class Plugin:
     @staticmethod
     @hookimpl
     def cfs_add_strategies(registry):
-        for cls in (ViaAutograd, ViaClosedForm, ViaDeferred, NaNDeferred, GradNorms):
+        for cls in (ViaAutograd, ViaClosedForm, ViaDeferred, ViaAccumulating, NaNDeferred, GradNorms):
             registry.add(cls)
 
 
@@ -127,7 +157,7 @@ def _run(spec: str, **config):
     return testing.run(spec, plugins=[Plugin], epochs=2, batch_size=16, lr=0.1, max_train_per_class=40, **config)
 
 
-@pytest.mark.parametrize("closed_spec", ["anchored-closed", "anchored-deferred"])
+@pytest.mark.parametrize("closed_spec", ["anchored-closed", "anchored-deferred", "anchored-accumulating"])
 def test_closed_form_term_trains_like_autograd_and_hooks_see_its_gradient(closed_spec):
     auto, closed = _run("anchored-autograd+grad-norms"), _run(f"{closed_spec}+grad-norms")
     for a, c in zip(auto.state.model.parameters(), closed.state.model.parameters()):
@@ -177,6 +207,26 @@ def test_a_deferred_term_computes_once_whoever_asks_first():
     assert torch.isnan(term.value) and calls == [True]
     term.add_gradient()
     assert calls == [True] and torch.equal(p.grad, torch.full((2,), 3.0))
+
+
+def test_an_accumulating_term_adds_its_gradient_after_backward_and_scales_it():
+    strategy = _run("anchored-accumulating+grad-norms").state.strategy("anchored-accumulating")
+    assert strategy.after_backward and all(strategy.after_backward)
+    p = torch.zeros(2, requires_grad=True)
+    seen = []
+
+    def accumulate(targets, scale):
+        seen.append(scale)
+        targets[0].add_(torch.ones(2) * scale)
+        return torch.tensor(5.0)
+
+    term = ClosedFormLoss.accumulating(accumulate, lambda: torch.tensor(4.0), [p])
+    assert term.value.item() == 4.0  # asked first (skip-batch): the value alone
+    term.add_gradient(scale=torch.tensor(3.0))
+    assert torch.equal(p.grad, torch.full((2,), 3.0)) and term.value.item() == 4.0 and len(seen) == 1
+    fresh = ClosedFormLoss.accumulating(accumulate, lambda: torch.tensor(4.0), [p])
+    fresh.add_gradient(scale=torch.tensor(1.0))
+    assert fresh.value.item() == 5.0  # computed with the gradient
 
 
 def test_skip_batch_skips_a_step_whose_deferred_value_is_not_finite():
