@@ -201,7 +201,7 @@ def cfs_loss(state: "RunState") -> "torch.Tensor | ClosedFormLoss | None":
     ``cfs_meta_loss``). A term whose gradient is known in closed form may be a
     :class:`cfs.engine.closed_form.ClosedFormLoss`: its value joins the logged loss and its
     gradient is added to ``.grad`` right after ``backward``, before anything else sees the
-    gradients (a deferred one is computed there)."""
+    gradients (a deferred or accumulating one is computed there)."""
 
 
 @hookspec

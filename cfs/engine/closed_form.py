@@ -15,7 +15,9 @@ that computes value and gradient, and the step calls it right after ``backward``
 model the penalty is memory-bound (it reads two weight-sized buffers every step); computed
 next to the gradient it is added to, the buffers it writes are still in cache when they are
 read again, and nothing it touches pushes the weights out of cache between forward and
-backward.
+backward. An *accumulating* term (:meth:`ClosedFormLoss.accumulating`) goes one step further:
+it adds its gradient to ``.grad`` itself, so a fused kernel (EWC's,
+:mod:`cfs.engine.fused_quadratic`) computes value and gradient in one pass over the weights.
 """
 
 from __future__ import annotations

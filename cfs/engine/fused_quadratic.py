@@ -5,12 +5,14 @@ gradient ``2 c^2 (theta - theta*)`` added to ``.grad`` is memory-bound on a smal
 ops each read and write whole weight-sized buffers (copy, subtract, multiply, dot, multiply-add:
 about 13 buffer passes), and on CPU those passes push the weights and gradients out of cache.
 This kernel reads ``theta``, ``c``, ``theta*`` and ``.grad`` once and writes ``.grad`` once, in
-one loop per tensor; on the split-digits MLP it takes EWC's step from about 1.37 to about 1.22
-times a fine-tuning step (``benchmarks/perf/scaling.py``).
+one loop per tensor; on the split-digits MLP it takes EWC's step from about 1.4 to about 1.25
+times a fine-tuning step (``benchmarks/perf/scaling.py``, README's speed table).
 
 The gradient is the same float operations as the torch path, in the same order (``e = (theta -
-theta*) c`` then ``grad + (c + c) e``; doubling is exact), so it is bit-identical; only the
-value's summation order differs (vectorised partial sums per tensor, added in float64).
+theta*) c``, then ``grad + (c + c) e`` as one fused multiply-add, as torch's vectorised
+``addcmul`` does; doubling is exact), so on this machine it is bit-identical
+(``tests/engine/test_fused_quadratic.py`` checks it); only the value's summation order differs
+(vectorised partial sums per tensor, added in float64).
 
 It runs only where it can be exact and worthwhile: numba installed (the extra ``fast``), every
 tensor on the CPU, of the buffers' dtype (float32 or float64) and contiguous. Anything else
