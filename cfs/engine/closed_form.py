@@ -71,9 +71,9 @@ class ClosedFormLoss:
                      value: Callable[[], torch.Tensor], params: list[torch.Tensor],
                      rows: list[int | None] | None = None) -> "ClosedFormLoss":
         """A deferred term that adds its gradient itself, so that value and gradient can come
-        from one pass (a fused kernel): :meth:`add_gradient` calls ``accumulate(targets, scale)``
-        (once per call), which adds ``scale *`` the gradient (``scale``: ``None`` for 1) to ``targets`` (the
-        parameters' ``.grad``, or their first ``rows``) and returns the value. ``value()``
+        from one pass (a fused kernel): each :meth:`add_gradient` calls ``accumulate(targets,
+        scale)``, which adds ``scale *`` the gradient (``scale``: ``None`` for 1) to ``targets``
+        (the parameters' ``.grad``, or their first ``rows``) and returns the value. ``value()``
         computes the value alone, for a caller that needs it before the gradients exist (the
         shared step under ``on_nan: skip-batch``); it must agree with ``accumulate``'s."""
         term = cls.__new__(cls)

@@ -80,8 +80,8 @@ def _kernel() -> Callable[..., float] | None:
 class QuadraticKernel:
     """The kernel bound to fixed ``c`` and ``theta*`` (flat buffers, as
     :class:`cfs_plugins.ewc.QuadraticPenalty` keeps them; segment ``k`` has ``sizes[k]``
-    elements). The weights are checked again only when one's storage changes (its address),
-    so a step checks only that the gradients (new tensors every step) are contiguous."""
+    elements). The kernel reads and writes through the tensors' addresses, so every call checks
+    every weight and gradient (CPU, dtype, size, contiguous): a few microseconds."""
 
     def __init__(self, kernel: Callable[..., float], roots: torch.Tensor, anchors: torch.Tensor,
                  sizes: list[int]) -> None:
@@ -90,7 +90,6 @@ class QuadraticKernel:
         self.kernel, self.dtype, self.np = kernel, roots.dtype, np
         self.roots, self.anchors = roots.numpy(), anchors.numpy()  # views: they share memory
         self.sizes = sizes
-        self._checked: list[int] | None = None  # the weights' addresses when they were last checked
 
     @classmethod
     def prepare(cls, roots: torch.Tensor, anchors: torch.Tensor, sizes: list[int]) -> "QuadraticKernel | None":
@@ -105,24 +104,18 @@ class QuadraticKernel:
         kernel = _kernel()
         return None if kernel is None else cls(kernel, roots, anchors, sizes)
 
+    def _fits(self, tensors: list[torch.Tensor]) -> bool:
+        """Every tensor a contiguous CPU tensor of the buffers' dtype and its segment's size."""
+        return len(tensors) == len(self.sizes) and all(
+            t.is_cpu and t.dtype == self.dtype and t.numel() == n and t.is_contiguous()
+            for t, n in zip(tensors, self.sizes))
+
     def __call__(self, params: list[torch.Tensor], grads: list[torch.Tensor]) -> torch.Tensor | None:
         """Add ``2 c^2 (theta - theta*)`` to every ``grads[k]`` and return ``sum_k ||c_k (theta_k
         - theta*_k)||^2`` as a scalar tensor, in one pass; ``None`` (nothing done) where the kernel
         does not apply to these tensors (see the module's docstring): the caller takes torch's path."""
-        if not enabled:
+        if not enabled or not self._fits(params) or not self._fits(grads) or any(g.requires_grad for g in grads):
             return None
-        where = [p.data_ptr() for p in params]
-        if where != self._checked:  # first call, or a weight's storage changed
-            self._checked = None
-            if len(params) != len(self.sizes) or any(
-                    not p.is_cpu or p.dtype != self.dtype or not p.is_contiguous() or p.numel() != n
-                    for p, n in zip(params, self.sizes)):
-                return None
-            self._checked = where
-        # the kernel writes through the gradients' addresses: check every one, every step
-        if len(grads) != len(params) or not all(
-                g.is_cpu and g.dtype == self.dtype and g.numel() == n and g.is_contiguous() and not g.requires_grad
-                for g, n in zip(grads, self.sizes)):
-            return None
-        table = self.np.array([(a, g.data_ptr(), n) for a, g, n in zip(where, grads, self.sizes)], dtype=self.np.int64)
+        table = self.np.array([(p.data_ptr(), g.data_ptr(), n) for p, g, n in zip(params, grads, self.sizes)],
+                              dtype=self.np.int64)
         return torch.scalar_tensor(self.kernel(table, self.roots, self.anchors), dtype=self.dtype)

@@ -80,8 +80,8 @@ def test_kernel_runs_on_plain_cpu_tensors_and_steps_aside_otherwise():
 
 
 def test_kernel_follows_a_weight_whose_storage_changed():
-    """The weights are checked once per storage; replacing a weight's data must not leave the
-    kernel reading the old storage, nor skip the checks."""
+    """Replacing a weight's data must not leave the kernel reading the old storage, nor skip the
+    checks."""
     kernel = fused_quadratic.QuadraticKernel.prepare(torch.ones(3), torch.zeros(3), [3])
     p = torch.nn.Parameter(torch.ones(3))
     assert kernel([p], [torch.zeros(3)]).item() == 3.0
@@ -90,6 +90,8 @@ def test_kernel_follows_a_weight_whose_storage_changed():
     assert kernel([p], [g]).item() == 12.0 and g.tolist() == [4.0, 4.0, 4.0]
     p.data = torch.ones(4)
     assert kernel([p], [torch.zeros(4)]) is None
+    p.data = torch.ones(3, 3)[:, 0]  # three elements, not contiguous
+    assert kernel([p], [torch.zeros(3)]) is None
 
 
 def test_kernel_compiles_once_for_any_number_of_tensors(monkeypatch):
