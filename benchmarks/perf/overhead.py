@@ -3,7 +3,13 @@
 Both sides run class-incremental fine-tuning on the same scenario (same data tensors, model
 architecture, seed, epochs, batch size, optimizer) and do the same work per experience: grow
 the head, build an SGD optimizer, train, then evaluate the whole test stream. They run in one
-process, alternating, and we report medians and the ratio cfs / bare.
+process, alternating (which side goes first alternates too, so neither always runs on a warm
+or a cooled machine), and we report medians and the ratio cfs / bare of each round, in two
+clocks: wall time of the training and evaluation (each side's own timer), and CPU time
+(``time.process_time``) of each side's whole call, model construction included. On a shared
+virtual machine whose CPUs are stolen by other guests, wall time counts the stolen time and CPU
+time does not; on CPU the target is judged on CPU time (run with ``OMP_NUM_THREADS=1``, so CPU
+time is one core's), on CUDA on wall time.
 
 Regimes: a small MLP on scikit-learn digits (per-batch overhead shows most) and a CNN
 (ResNet-32) on 32x32 images (compute-bound). Targets: <= 1.10 (MLP) and <= 1.03 (CNN).
@@ -78,19 +84,27 @@ def cfs_loop(pm, cfg, scenario: Scenario) -> float:
 
 
 def measure(name: str, cfg, scenario: Scenario, repeats: int) -> float:
+    """Median over rounds of the round's cfs / bare ratio in CPU and wall time; returns the CPU
+    ratio on CPU and the wall ratio on CUDA (where the CPU only queues the work)."""
     pm = get_plugin_manager()
-    bare, ours = [], []
+    sides = {"bare": bare_loop, "cfs": cfs_loop}
+    wall: dict[str, list[float]] = {"bare": [], "cfs": []}
+    cpu: dict[str, list[float]] = {"bare": [], "cfs": []}
     cfs_loop(pm, cfg, scenario)  # warm-up (allocator, kernels)
-    for _ in range(repeats):
-        bare.append(bare_loop(pm, cfg, scenario))
-        ours.append(cfs_loop(pm, cfg, scenario))
-    b, o = statistics.median(bare), statistics.median(ours)
+    for r in range(repeats):
+        for side in (("bare", "cfs") if r % 2 == 0 else ("cfs", "bare")):
+            t0 = time.process_time()
+            wall[side].append(sides[side](pm, cfg, scenario))
+            cpu[side].append(time.process_time() - t0)
     # each round runs both sides back to back: the median of the rounds' ratios is steadier than
     # the ratio of the medians on a shared machine whose speed drifts
-    paired = statistics.median(x / y for x, y in zip(ours, bare))
-    print(f"{name:28s} bare {b:7.3f}s  cfs {o:7.3f}s  ratio {paired:.3f}  (median of {repeats} rounds' ratios; "
-          f"ratio of medians {o / b:.3f})")
-    return paired
+    ratios = {}
+    for clock, t in (("wall", wall), ("CPU", cpu)):
+        b, o = statistics.median(t["bare"]), statistics.median(t["cfs"])
+        ratios[clock] = statistics.median(x / y for x, y in zip(t["cfs"], t["bare"]))
+        print(f"{name:28s} {clock:>4} bare {b:7.3f}s  cfs {o:7.3f}s  ratio {ratios[clock]:.3f}  (median of {repeats} "
+              f"rounds' ratios; ratio of medians {o / b:.3f})")
+    return ratios["CPU" if str(cfg.device) == "cpu" else "wall"]
 
 
 def main() -> None:
@@ -108,12 +122,13 @@ def main() -> None:
     cnn_cfg = resolve({"backbone": "resnet32", "epochs": 2, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "device": args.device,
                        "memory_format": "contiguous"})
     regimes = args.regimes.split(",")
+    clock = "CPU time" if args.device == "cpu" else "wall time"
     if "mlp" in regimes:
         r = measure("MLP / digits", mlp_cfg, digits, args.repeats)
-        print(f"overhead: MLP {100 * (r - 1):+.1f}% (target <= +10%)")
+        print(f"overhead ({clock}): MLP {100 * (r - 1):+.1f}% (target <= +10%)")
     if "cnn" in regimes:
         r = measure("ResNet-32 / 32x32 images", cnn_cfg, images, args.repeats)
-        print(f"overhead: CNN {100 * (r - 1):+.1f}% (target <= +3%)")
+        print(f"overhead ({clock}): CNN {100 * (r - 1):+.1f}% (target <= +3%)")
 
 
 if __name__ == "__main__":
