@@ -133,3 +133,25 @@ def test_an_ewc_run_trains_to_the_same_weights_with_and_without_the_kernel(monke
     assert weights[0].keys() == weights[1].keys()
     for k in weights[0]:
         assert torch.equal(weights[0][k], weights[1][k]), k
+
+
+def test_without_numba_ewc_takes_torch_path_and_trains():
+    """An install without the extra ``fast``: numba cannot be imported, EWC still runs (in a
+    fresh interpreter, so this process's compiled kernel does not count)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['numba'] = None\n"
+        "from cfs import testing\n"
+        "from cfs_plugins.ewc import QuadraticPenalty\n"
+        "made, init = [], QuadraticPenalty.__init__\n"
+        "def record(self, *a, **k):\n"
+        "    init(self, *a, **k); made.append(self.kernel)\n"
+        "QuadraticPenalty.__init__ = record\n"
+        "result = testing.run('ewc', epochs=1)\n"
+        "assert made and all(k is None for k in made), made\n"
+        "assert result.state.strategy('ewc').fisher\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
