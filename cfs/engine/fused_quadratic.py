@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 #: set to False to force torch's path (tests compare the two)
@@ -42,7 +43,6 @@ def _kernel() -> Callable[..., float] | None:
     passes in one small array (a few microseconds a step instead of tens)."""
     try:
         import numba
-        import numpy as np
         from numba.core import cgutils, types
         from numba.extending import intrinsic
     except ImportError:
@@ -85,9 +85,7 @@ class QuadraticKernel:
 
     def __init__(self, kernel: Callable[..., float], roots: torch.Tensor, anchors: torch.Tensor,
                  sizes: list[int]) -> None:
-        import numpy as np
-
-        self.kernel, self.dtype, self.np = kernel, roots.dtype, np
+        self.kernel, self.dtype = kernel, roots.dtype
         self.roots, self.anchors = roots.numpy(), anchors.numpy()  # views: they share memory
         self.sizes = sizes
 
@@ -97,10 +95,9 @@ class QuadraticKernel:
         missing, disabled, a buffer not a contiguous 1-d float32/float64 CPU tensor)."""
         if not enabled or not sizes or roots.dtype not in (torch.float32, torch.float64):
             return None
-        for t in (roots, anchors):
-            if t.device.type != "cpu" or t.dtype != roots.dtype or t.dim() != 1 or not t.is_contiguous() \
-                    or t.numel() != sum(sizes):
-                return None
+        if anchors.dtype != roots.dtype or any(
+                not t.is_cpu or t.dim() != 1 or not t.is_contiguous() or t.numel() != sum(sizes) for t in (roots, anchors)):
+            return None
         kernel = _kernel()
         return None if kernel is None else cls(kernel, roots, anchors, sizes)
 
@@ -116,6 +113,5 @@ class QuadraticKernel:
         does not apply to these tensors (see the module's docstring): the caller takes torch's path."""
         if not enabled or not self._fits(params) or not self._fits(grads) or any(g.requires_grad for g in grads):
             return None
-        table = self.np.array([(p.data_ptr(), g.data_ptr(), n) for p, g, n in zip(params, grads, self.sizes)],
-                              dtype=self.np.int64)
+        table = np.array([(p.data_ptr(), g.data_ptr(), n) for p, g, n in zip(params, grads, self.sizes)], dtype=np.int64)
         return torch.scalar_tensor(self.kernel(table, self.roots, self.anchors), dtype=self.dtype)
